@@ -1,0 +1,75 @@
+"""Build the run's objects from the config and check that they fit together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from aelab.data import ImageData
+from aelab.domains import covers, describe
+from aelab.errors import ConfigError
+from aelab.losses import ReconstructionLoss
+from aelab.module import Autoencoder
+from aelab.nets import OUTPUT_ACTIVATIONS, MLPAutoencoder, auto_output_activation
+from aelab.normalization import Normalization
+
+UNIT_NORMALIZATIONS = "normalization=unit, binary or stochastic_binary"
+
+
+@dataclass
+class Parts:
+    normalization: Normalization
+    loss: ReconstructionLoss
+    data: ImageData
+    net: MLPAutoencoder
+    module: Autoencoder
+
+
+def check_compatible(
+    loss: ReconstructionLoss, norm: Normalization, output: str, allow_out_of_range: bool = False
+) -> None:
+    """Refuse a loss whose targets, or an output activation whose values, cannot meet the data."""
+    if not covers(loss.target_range, norm.target_range) and not allow_out_of_range:
+        raise ConfigError(
+            f"loss={loss.name} needs targets in {describe(loss.target_range)}, but "
+            f"normalization={norm.name} gives targets in {describe(norm.target_range)}. "
+            f"Use {UNIT_NORMALIZATIONS}, or a loss for any targets (loss=mse, l1, huber); "
+            f"allow_out_of_range_targets=true runs it anyway."
+        )
+    if loss.output_activation and output != loss.output_activation:
+        raise ConfigError(
+            f"loss={loss.name} is computed from logits for a {loss.output_activation} output, "
+            f"but model.output_activation={output}; set model.output_activation=auto."
+        )
+    out_range = OUTPUT_ACTIVATIONS[output][1]
+    if not covers(out_range, norm.target_range):
+        raise ConfigError(
+            f"model.output_activation={output} outputs values in {describe(out_range)} and "
+            f"cannot reach the targets of normalization={norm.name}, in "
+            f"{describe(norm.target_range)}; set model.output_activation=auto "
+            f"({auto_output_activation(norm.target_range)})."
+        )
+
+
+def build(cfg: DictConfig) -> Parts:
+    """Instantiate normalisation, loss, data (loaded), net and module; raise AelabError early."""
+    norm: Normalization = instantiate(cfg.normalization)
+    loss: ReconstructionLoss = instantiate(cfg.loss)
+    output = cfg.model.output_activation
+    if output == "auto":
+        output = auto_output_activation(norm.target_range)
+    if output not in OUTPUT_ACTIVATIONS:
+        raise ConfigError(
+            f"model.output_activation={output!r} is unknown; choose auto or one of "
+            f"{', '.join(OUTPUT_ACTIVATIONS)}."
+        )
+    check_compatible(loss, norm, output, cfg.get("allow_out_of_range_targets", False))
+    data: ImageData = instantiate(cfg.data, normalization=norm, seed=cfg.seed).load()
+    net = MLPAutoencoder(
+        data.input_dim, list(cfg.model.hidden), instantiate(cfg.activation), output
+    )
+    instantiate(cfg.init)(net)
+    module = Autoencoder(net, loss, instantiate(cfg.optimizer), norm, cfg.get("l2_penalty", 0.0))
+    return Parts(norm, loss, data, net, module)
