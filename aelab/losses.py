@@ -5,6 +5,8 @@ reduction (mean per pixel, sum per image, sum over the batch) is applied once.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,3 +101,181 @@ class BCE(ReconstructionLoss):
 
     def per_pixel(self, logits, recon, target):
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+# ---------------------------------------------------------------------------
+# Better-founded losses for data in [0, 1] (or any data, for the Gaussian).
+# ---------------------------------------------------------------------------
+
+LOG_2PI = math.log(2 * math.pi)
+# |l - 1/2| below which log C(l) of the continuous Bernoulli uses its Taylor expansion:
+# the dropped term is about 5.7 (l - 1/2)^6 < 1e-7 there.
+CB_LOG_NORM_TAYLOR = 0.05
+# |z| below which the continuous Bernoulli mean uses its series in the logit z:
+# the dropped term is about z^7 / 1.2e6 < 1e-8 there.
+CB_MEAN_TAYLOR = 0.5
+
+
+def binary_entropy(t: torch.Tensor) -> torch.Tensor:
+    """H(t) = -[t log t + (1 - t) log(1 - t)], with 0 log 0 = 0."""
+    return -(torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t))
+
+
+def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
+    """log C(l) of the continuous Bernoulli with l = sigmoid(z), computed from the logits z.
+
+    C(l) = 2 artanh(1 - 2l) / (1 - 2l). With l = sigmoid(z), 1 - 2l = -tanh(z/2) and
+    artanh(1 - 2l) = -z/2, so C = z / tanh(z/2), an even function of z, and
+    log C = log|z| - log tanh(|z|/2) exactly, with no probability ever rounded.
+    Near l = 1/2 (|l - 1/2| < CB_LOG_NORM_TAYLOR) both logs cancel, so there
+    log C = log 2 + (4/3) d^2 + (104/45) d^4 with d = l - 1/2 = tanh(z/2) / 2.
+    Each branch gets a safe input where it is not used, so gradients stay finite.
+    """
+    d = torch.tanh(logits / 2) / 2
+    near = d.abs() < CB_LOG_NORM_TAYLOR
+    a = torch.where(near, torch.ones_like(logits), logits.abs())
+    # log tanh(a/2) = log(1 - e^-a) - log(1 + e^-a), accurate for every a > 0
+    exact = torch.log(a) - torch.log(-torch.expm1(-a)) + torch.log1p(torch.exp(-a))
+    d2 = d.square()
+    taylor = math.log(2.0) + (4.0 / 3.0 + 104.0 / 45.0 * d2) * d2
+    return torch.where(near, taylor, exact)
+
+
+def cb_mean(logits: torch.Tensor) -> torch.Tensor:
+    """Mean of the continuous Bernoulli, mu(l) = l / (2l - 1) + 1 / (2 artanh(1 - 2l)).
+
+    From the logits: mu = 1/2 + 1 / (2 tanh(z/2)) - 1/z, which is 1/2 at z = 0
+    (l = 1/2), where both fractions blow up; for |z| < CB_MEAN_TAYLOR the series
+    mu = 1/2 + z/12 - z^3/720 + z^5/30240 is used instead.
+    """
+    near = logits.abs() < CB_MEAN_TAYLOR
+    z = torch.where(near, torch.ones_like(logits), logits)
+    exact = 0.5 + 0.5 / torch.tanh(z / 2) - 1 / z
+    z2 = logits.square()
+    taylor = 0.5 + logits * (1.0 / 12 + z2 * (-1.0 / 720 + z2 / 30240))
+    return torch.where(near, taylor, exact)
+
+
+class ContinuousBernoulli(ReconstructionLoss):
+    """Continuous Bernoulli negative log-likelihood (Loaiza-Ganem & Cunningham, 2019).
+
+    -log p(x | l) = BCE(z, x) - log C(l), l = sigmoid(z): the normalised likelihood
+    for data in [0, 1]. It is a density, so it can be negative. Its mean, not l,
+    is the reconstruction shown and scored (`prediction`).
+    """
+
+    name = "continuous_bernoulli"
+    target_range = UNIT
+    output_activation = "sigmoid"
+
+    def per_pixel(self, logits, recon, target):
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return bce - cb_log_norm(logits)
+
+    def prediction(self, logits, recon):
+        return cb_mean(logits)
+
+
+class BCEExcess(ReconstructionLoss):
+    """BCE minus the binary entropy of the target (the KL form): 0 at a perfect reconstruction.
+
+    Same gradient as `bce`; only the reported values differ (no floor at H(x)).
+    """
+
+    name = "bce_excess"
+    target_range = UNIT
+    output_activation = "sigmoid"
+
+    def per_pixel(self, logits, recon, target):
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return bce - binary_entropy(target)
+
+
+class GaussianNLL(ReconstructionLoss):
+    """Gaussian negative log-likelihood with one learned variance shared by all pixels.
+
+    0.5 [log(2 pi) + s + (y - x)^2 / exp(s)] with s = log sigma^2 a parameter of this
+    module (a submodule of the LightningModule, so the optimiser trains it). At its
+    optimum exp(s) is the mean squared error. Accepts any targets.
+    """
+
+    name = "gaussian_nll"
+
+    def __init__(self, init_log_var: float = 0.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.log_var = nn.Parameter(torch.tensor(float(init_log_var)))
+
+    def per_pixel(self, logits, recon, target):
+        sq = (recon - target).square()
+        return 0.5 * (LOG_2PI + self.log_var + sq * torch.exp(-self.log_var))
+
+
+# ---------------------------------------------------------------------------
+# Named variants that reproduce mistakes common in 2017 code (SCIENCE.md H4-H6).
+# They exist to reproduce failures, not to be used.
+# ---------------------------------------------------------------------------
+
+
+class NaivePositiveCrossEntropy(ReconstructionLoss):
+    """H4 (a mistake): the tutorial cross-entropy -t log p, the positive term only.
+
+    p is the sigmoid output, clamped to [eps, 1] as `tf.log(tf.clip_by_value(y, 1e-10, 1.0))`
+    did (the clamp passes no gradient outside the range); eps=0 takes the raw log: -inf
+    where p rounds to 0, and NaN (0 * -inf) where the target is also 0. Per pixel it is
+    minimised by p = 1 whatever the target: it rewards an all-white image.
+    """
+
+    name = "bce_naive_positive"
+    target_range = UNIT
+    output_activation = "sigmoid"
+
+    def __init__(self, eps: float = 1e-10, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if not 0 <= eps < 1:
+            raise ConfigError(f"loss.eps={eps} must be in [0, 1).")
+        self.eps = eps
+
+    def per_pixel(self, logits, recon, target):
+        p = recon.clamp(self.eps, 1.0) if self.eps else recon
+        return -target * torch.log(p)
+
+
+class DoubleSigmoidBCE(ReconstructionLoss):
+    """H5 (a mistake): the logits loss applied to outputs that already went through a sigmoid.
+
+    `binary_cross_entropy_with_logits(recon, x)` with recon = sigmoid(z): the loss sees
+    sigmoid(sigmoid(z)), which only spans (0.5, 0.731), so no target is matched and the
+    gradient carries an extra factor p (1 - p). The shown reconstruction is recon.
+    """
+
+    name = "bce_double_sigmoid"
+    target_range = UNIT
+    output_activation = "sigmoid"
+
+    def per_pixel(self, logits, recon, target):
+        return F.binary_cross_entropy_with_logits(recon, target, reduction="none")
+
+
+class ClampedProbabilityBCE(ReconstructionLoss):
+    """H6 (a mistake): BCE on float32 probabilities, -[x log p + (1 - x) log(1 - p)].
+
+    p is the sigmoid output clamped to [eps, 1 - eps] as TensorFlow/Keras did
+    (`epsilon()` = 1e-7): saturated pixels get zero gradient through the clamp.
+    eps=0 takes raw logs: sigmoid outputs that round to exactly 1 (z > ~16.6 in float32)
+    or 0 give an infinite loss, and NaN where the target makes it 0 * inf. The stable
+    form is `bce` (from the logits).
+    """
+
+    name = "bce_clamped_probs"
+    target_range = UNIT
+    output_activation = "sigmoid"
+
+    def __init__(self, eps: float = 1e-7, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if not 0 <= eps < 0.5:
+            raise ConfigError(f"loss.eps={eps} must be in [0, 0.5).")
+        self.eps = eps
+
+    def per_pixel(self, logits, recon, target):
+        p = recon.clamp(self.eps, 1 - self.eps) if self.eps else recon
+        return -(target * torch.log(p) + (1 - target) * torch.log(1 - p))
