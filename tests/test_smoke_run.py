@@ -3,6 +3,7 @@
 import json
 
 from aelab.train import run
+
 from conftest import TINY
 
 

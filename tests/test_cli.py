@@ -1,0 +1,65 @@
+"""`python -m aelab` through the real CLI: run folder, TensorBoard events, clear errors."""
+
+import json
+
+import pytest
+
+from conftest import TINY, run_cli
+from events import hparams_of, load_events
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cli")
+    overrides = [o for o in TINY if not o.startswith("trainer.max_epochs")]
+    proc = run_cli(*overrides, "trainer.max_epochs=2", "hydra.run.dir=run", "loss=bce", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd / "run"
+
+
+def test_run_folder_holds_config_events_checkpoint_metrics(synthetic_run):
+    names = {p.name for p in synthetic_run.iterdir()}
+    assert {".hydra", "last.ckpt", "metrics.json"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    metrics = json.loads((synthetic_run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    assert set(metrics["test"]) >= {"mse", "bce", "loss"} and metrics["wall_time_s"] > 0
+    assert len(metrics["history"]["val/mse"]) == 2
+
+
+def test_events_hold_curves_images_and_real_hparams(synthetic_run):
+    acc = load_events(synthetic_run)
+    scalars = set(acc.Tags()["scalars"])
+    assert {"train/loss_epoch", "val/loss", "val/mse", "val/bce"} <= scalars
+    assert len(acc.Scalars("val/mse")) == 2
+    assert len(acc.Images("reconstructions")) == 2  # one grid per epoch
+    image = acc.Images("reconstructions")[-1]
+    assert image.height == 2 * 30 and image.width == 16 * 30  # inputs above reconstructions
+    params, metric_tags = hparams_of(acc)
+    assert params["loss"] == "bce" and params["data"] == "synthetic"
+    assert "hp_metric" not in scalars
+    assert {"final/test_mse", "final/val_bce"} <= set(metric_tags)
+    metrics = json.loads((synthetic_run / "metrics.json").read_text())
+    final = acc.Scalars("final/test_mse")[-1].value
+    assert final == pytest.approx(metrics["test"]["mse"], rel=1e-6)
+
+
+def test_offline_empty_data_root_gives_the_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli(f"data.root={empty}", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Dataset 'mnist' not found" in proc.stderr
+    assert str(empty / "MNIST" / "raw") in proc.stderr
+    assert "AELAB_DATA_DIR" in proc.stderr and "data.download=true" in proc.stderr
+    assert not (tmp_path / "run" / "last.ckpt").exists()
+
+
+def test_incompatible_loss_and_normalization_refused_before_training(tmp_path):
+    proc = run_cli("loss=bce", "normalization=standard", "data=synthetic", "hydra.run.dir=run",
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "loss=bce needs targets in [0, 1]" in proc.stderr
+    assert "normalization=standard" in proc.stderr
+    assert not (tmp_path / "run" / "last.ckpt").exists()
+    assert not (tmp_path / "run" / "metrics.json").exists()

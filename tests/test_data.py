@@ -1,0 +1,87 @@
+"""Data: IDX reading, splits, normalisations, batches as slices."""
+
+import struct
+
+import pytest
+import torch
+
+from aelab.data import ImageData, TensorBatches
+from aelab.datasets import read_idx_images, synthetic_images
+from aelab.errors import DataError
+from aelab.normalization import Binary, Standard, StochasticBinary, Symmetric, Unit
+
+
+def write_idx(path, images: torch.Tensor, truncate: int = 0) -> None:
+    n, r, c = images.shape
+    raw = struct.pack(">IIII", 2051, n, r, c) + images.to(torch.uint8).numpy().tobytes()
+    path.write_bytes(raw[: len(raw) - truncate])
+
+
+def test_read_idx_roundtrip_and_truncation(tmp_path):
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    write_idx(tmp_path / "ok", images)
+    assert torch.equal(read_idx_images(tmp_path / "ok"), images)
+    write_idx(tmp_path / "short", images, truncate=100)
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_idx_images(tmp_path / "short")
+
+
+def test_batches_cover_every_sample_once_and_reshuffle_per_epoch():
+    data = torch.arange(10.0).unsqueeze(1)
+    epoch = [0]
+    batches = TensorBatches(data, 4, shuffle=True, seed=3, epoch=lambda: epoch[0])
+    assert len(batches) == 3
+    first = torch.cat(list(batches)).squeeze(1)
+    assert sorted(first.tolist()) == list(range(10))
+    assert torch.equal(torch.cat(list(batches)).squeeze(1), first)  # same epoch, same order
+    epoch[0] = 1
+    assert not torch.equal(torch.cat(list(batches)).squeeze(1), first)
+    ordered = torch.cat(list(TensorBatches(data, 4))).squeeze(1)
+    assert ordered.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("norm", [Unit(), Symmetric(), Standard()])
+def test_decode_inverts_encode(norm):
+    x = torch.rand(50, 784)
+    norm.fit(x)
+    torch.testing.assert_close(norm.decode(norm.encode(x)), x)
+
+
+def test_standard_has_zero_mean_unit_std_on_train():
+    x = torch.rand(200, 784) * 0.5
+    z = Standard().fit(x).encode(x)
+    assert abs(float(z.mean())) < 1e-5 and abs(float(z.std()) - 1) < 1e-4
+
+
+def test_binary_thresholds_and_stochastic_binary_samples_the_intensities():
+    x = torch.tensor([[0.2, 0.5, 0.51, 1.0]])
+    assert Binary().encode(x).tolist() == [[0.0, 0.0, 1.0, 1.0]]
+    p = torch.full((2000, 784), 0.3)
+    sample = StochasticBinary().sample(p, torch.Generator().manual_seed(0))
+    assert set(sample.unique().tolist()) == {0.0, 1.0}
+    assert abs(float(sample.mean()) - 0.3) < 0.01
+
+
+def test_synthetic_images_are_structured_and_in_unit_range():
+    images = synthetic_images(64, seed=0)
+    assert images.shape == (64, 28, 28)
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
+    assert torch.equal(images, synthetic_images(64, seed=0))
+    assert float(images.std()) > 0.1
+
+
+def test_mnist_splits_and_pixel_mean(mnist_root):
+    data = ImageData("mnist", Unit(), root=str(mnist_root)).load()
+    shapes = {k: tuple(v.shape) for k, v in data.splits.items()}
+    assert shapes == {"train": (55000, 784), "val": (5000, 784), "test": (10000, 784)}
+    full_mean = (data.splits["train"].sum() + data.splits["val"].sum()) / (60000 * 784)
+    assert abs(float(full_mean) - 0.1307) < 1e-4
+    again = ImageData("mnist", Unit(), root=str(mnist_root)).load()
+    assert torch.equal(again.probe(100), data.probe(100))  # fixed split: same probe set
+
+
+def test_stochastic_binary_val_set_is_fixed(mnist_root):
+    a = ImageData("synthetic", StochasticBinary(), val_size=64, train_size=128).load()
+    b = ImageData("synthetic", StochasticBinary(), val_size=64, train_size=128).load()
+    assert torch.equal(a.splits["val"], b.splits["val"])
+    assert set(a.splits["val"].unique().tolist()) == {0.0, 1.0}
