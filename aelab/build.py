@@ -30,7 +30,11 @@ class Parts:
 def check_compatible(
     loss: ReconstructionLoss, norm: Normalization, output: str, allow_out_of_range: bool = False
 ) -> None:
-    """Refuse a loss whose targets, or an output activation whose values, cannot meet the data."""
+    """Refuse a loss whose targets, or an output activation whose values, cannot meet the data.
+
+    `allow_out_of_range` (allow_out_of_range_targets=true) waives both range checks, so
+    that mismatches such as BCE on standardised data (SCIENCE.md H8) can be run on purpose.
+    """
     if not covers(loss.target_range, norm.target_range) and not allow_out_of_range:
         raise ConfigError(
             f"loss={loss.name} needs targets in {describe(loss.target_range)}, but "
@@ -44,12 +48,13 @@ def check_compatible(
             f"but model.output_activation={output}; set model.output_activation=auto."
         )
     out_range = OUTPUT_ACTIVATIONS[output][1]
-    if not covers(out_range, norm.target_range):
+    if not covers(out_range, norm.target_range) and not allow_out_of_range:
         raise ConfigError(
             f"model.output_activation={output} outputs values in {describe(out_range)} and "
             f"cannot reach the targets of normalization={norm.name}, in "
             f"{describe(norm.target_range)}; set model.output_activation=auto "
-            f"({auto_output_activation(norm.target_range)})."
+            f"({auto_output_activation(norm.target_range)}), or "
+            f"allow_out_of_range_targets=true to run it anyway."
         )
 
 
@@ -58,8 +63,8 @@ def build(cfg: DictConfig) -> Parts:
     norm: Normalization = instantiate(cfg.normalization)
     loss: ReconstructionLoss = instantiate(cfg.loss)
     output = cfg.model.output_activation
-    if output == "auto":
-        output = auto_output_activation(norm.target_range)
+    if output == "auto":  # the loss's own output activation if it assumes one, else the targets'
+        output = loss.output_activation or auto_output_activation(norm.target_range)
     if output not in OUTPUT_ACTIVATIONS:
         raise ConfigError(
             f"model.output_activation={output!r} is unknown; choose auto or one of "
