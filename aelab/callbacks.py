@@ -1,14 +1,18 @@
-"""Lightning callbacks: reconstruction images, an atomic last checkpoint, the metric history."""
+"""Lightning callbacks: reconstruction images, an atomic last checkpoint, the metric history,
+the divergence guard and the run record kept in checkpoints."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from aelab.errors import Diverged
 from aelab.images import tile
 
 
@@ -38,20 +42,43 @@ class ReconstructionGrid(L.Callback):
         writer.add_image("reconstructions", grid, global_step=trainer.current_epoch)
 
 
-class LastCheckpoint(L.Callback):
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk (so a rename over the old file survives a power loss)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (the rename itself) to disk, where folders can be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LastCheckpoint(Checkpoint):
     """Write `last.ckpt` in the run folder at the end of every epoch, atomically.
 
-    The checkpoint is written to a temporary file and renamed over the old one, so
-    a kill during the save leaves the previous checkpoint intact.
+    The checkpoint is written to a temporary file, flushed to disk and renamed over
+    the old one, so a kill (or power loss) during the save leaves the previous
+    checkpoint intact. Being a `Checkpoint`, Lightning orders it after every other
+    callback, so the checkpoint holds their end-of-epoch state (the metric history,
+    the divergence check) and Lightning adds no checkpoint of its own.
     """
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
         self.path = Path(dirpath) / filename
 
     def save(self, trainer: L.Trainer) -> None:
-        tmp = self.path.with_suffix(".ckpt.tmp")
+        tmp = self.path.with_name(self.path.name + ".tmp")
         trainer.save_checkpoint(tmp)
+        fsync_file(tmp)
         os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)
@@ -67,3 +94,75 @@ class MetricHistory(L.Callback):
         for key, value in trainer.callback_metrics.items():
             if not key.endswith(("_step", "_epoch")):
                 self.history.setdefault(key, []).append(float(value))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {k: list(v) for k, v in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: list(v) for k, v in state_dict.get("history", {}).items()}
+
+
+class RunRecord(L.Callback):
+    """Keeps, in every checkpoint, the config that produced it and the command-line overrides
+    (plain values, so checkpoints load with weights_only=True); notes how fit ended."""
+
+    def __init__(self, config: dict[str, Any], overrides: list[str]) -> None:
+        self.config, self.overrides = config, list(overrides)
+        self.exception: BaseException | None = None
+        self.resumed_from_epoch: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "overrides": self.overrides}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resumed_from_epoch = None  # set in on_train_start, once the loops are restored
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path:
+            self.resumed_from_epoch = trainer.current_epoch
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self.exception = exception
+
+
+class FiniteGuard(L.Callback):
+    """Stop training at the first non-finite loss, before it reaches the weights.
+
+    Every `check_every` steps the loss is tested before backward (on CPU the test
+    costs ~8 us against ~3 ms for a step of the seed network: 0.3 %, so the default
+    is every step). At each epoch end, before the checkpoint is written, the weights
+    and the validation loss are tested too, so `last.ckpt` never holds NaN weights
+    (a finite loss can still give an infinite gradient on the epoch's last step).
+    Raises `Diverged` with the epoch, the step and `advice` (likely causes).
+    """
+
+    def __init__(self, advice: list[str] | None = None, check_every: int = 1) -> None:
+        self.advice, self.check_every = list(advice or []), max(1, int(check_every))
+
+    def _diverged(self, trainer: L.Trainer, what: str) -> Diverged:
+        epoch = trainer.current_epoch
+        step = trainer.fit_loop.epoch_loop.batch_idx
+        causes = "".join(f"\n  - {c}" for c in self.advice)
+        message = (
+            f"training diverged: {what} at epoch {epoch}, step {step} of the epoch "
+            f"(global step {trainer.global_step}); the run stopped there."
+        )
+        if causes:
+            message += f" Likely causes for this configuration:{causes}"
+        return Diverged(message, epoch, step, trainer.global_step, what)
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        if trainer.global_step % self.check_every == 0 and not bool(torch.isfinite(loss).all()):
+            raise self._diverged(trainer, f"the training loss became {float(loss.detach())}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        finite = torch.stack([p.detach().isfinite().all() for p in pl_module.parameters()])
+        if not bool(finite.all()):
+            raise self._diverged(trainer, "the weights became non-finite")
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith(("val/", "train/")) and not bool(torch.isfinite(value).all()):
+                raise self._diverged(trainer, f"{key} became {float(value)}")

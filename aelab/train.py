@@ -1,10 +1,16 @@
-"""One run: build everything from the config, fit, test, write metrics.json and hparams."""
+"""One run: build everything from the config, fit, test, write metrics.json and hparams.
+
+Reliability (see aelab/reliability.py): bad input is refused before anything but the log
+is written; resume=true skips finished runs and continues from last.ckpt; a non-finite
+loss ends the run as "diverged"; SIGINT/SIGTERM and crashes are recorded in metrics.json.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +19,20 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.checks import check_config
+from aelab.errors import AelabError, ConfigError, Diverged, RunFolderError
+from aelab.reliability import (
+    CHECKPOINT,
+    RunFolderLock,
+    check_checkpoint_config,
+    describe_checkpoint,
+    divergence_causes,
+    fingerprint,
+    finished,
+    read_checkpoint,
+    read_metrics,
+    refuse_used_folder,
+    remove_stale_events,
+)
 
 log = logging.getLogger("aelab")
 
@@ -30,10 +50,21 @@ HPARAM_KEYS = (
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
+    """Write JSON atomically: a temporary file, flushed to disk, then renamed over `path`."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    with open(tmp, "w") as f:
+        f.write(json.dumps(payload, indent=2, sort_keys=True, default=_jsonable))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN and inf survive json.dumps; anything else unknown (a tensor) becomes a float or str."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
@@ -64,64 +95,214 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train and test one autoencoder; return the dict written to `metrics.json`."""
+def run(
+    cfg: DictConfig,
+    choices: dict[str, str] | None = None,
+    overrides: list[str] | None = None,
+    record_refusal: bool = False,
+) -> dict[str, Any]:
+    """Train and test one autoencoder; return the dict written to `metrics.json`.
+
+    The run owns its folder while it runs (`RunFolderLock`). Invalid input raises an
+    AelabError before anything is written but the log (`record_refusal=True`, in a
+    multirun, records it as status "failed" instead). With `resume=true` a finished
+    run is skipped (its metrics returned) and a run with a `last.ckpt` continues from
+    it. A non-finite loss returns status "diverged"; an unexpected exception records
+    "failed" and propagates; SIGINT/SIGTERM record "interrupted" and raise SystemExit
+    (130 / 143).
+    """
     started = time.perf_counter()
-    check_config(cfg)
+    choices = dict(choices or {})
     out_dir = Path(cfg.paths.output_dir)
+    with RunFolderLock(out_dir):
+        resume = cfg.get("resume", False)
+        previous = read_metrics(out_dir)
+        if resume is True and finished(previous, cfg.trainer.get("max_epochs")):
+            log.info(
+                "resume=true: %s already %s (%s epochs); skipped. Delete its metrics.json to run "
+                "it again.", out_dir, previous["status"], previous.get("epochs"),
+            )
+            return previous
+        if resume is not True:
+            refuse_used_folder(out_dir)
+        try:
+            return _run(cfg, choices, list(overrides or []), out_dir, started)
+        except RunFolderError:
+            raise
+        except AelabError as exc:
+            if record_refusal:
+                _record(out_dir, cfg, choices, started, "failed", error=exc)
+            raise
+        except Exception as exc:
+            _record(out_dir, cfg, choices, started, "failed", error=exc)
+            raise
+
+
+def _record(
+    out_dir: Path,
+    cfg: DictConfig,
+    choices: dict[str, str],
+    started: float,
+    status: str,
+    *,
+    error: BaseException | str | None = None,
+    history: dict[str, list[float]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write metrics.json for a run that did not complete; the last finite metrics come along."""
+    history = history or {}
+    result: dict[str, Any] = {
+        "status": status,
+        "epochs": max((len(v) for v in history.values()), default=0),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "seed": cfg.get("seed"),
+        "choices": choices,
+        "val": {k.removeprefix("val/"): v[-1] for k, v in history.items() if k.startswith("val/")},
+        "test": {},
+        "history": history,
+        "checkpoint": "last.ckpt" if (out_dir / CHECKPOINT).is_file() else None,
+    }
+    if error is not None:
+        result["error"] = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    result |= extra
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", result)
+    return result
+
+
+def _interruption(exc: BaseException, seen: BaseException | None) -> int | None:
+    """The exit code for a SIGINT (130) or SIGTERM (143) that stopped fit, else None."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    for e in (exc, seen):
+        if isinstance(e, SIGTERMException):
+            return 128 + signal.SIGTERM
+        if isinstance(e, KeyboardInterrupt):
+            return 128 + signal.SIGINT
+    return None
+
+
+def _run(
+    cfg: DictConfig,
+    choices: dict[str, str],
+    overrides: list[str],
+    out_dir: Path,
+    started: float,
+) -> dict[str, Any]:
+    check_config(cfg)
 
     import lightning as L
     import torch
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ProgressBar
+    from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 
     from aelab.build import build
-    from aelab.callbacks import MetricHistory
+    from aelab.callbacks import FiniteGuard, MetricHistory, RunRecord
 
     quiet_lightning()
+
+    ckpt_path = out_dir / CHECKPOINT
+    resume_from: Path | None = None
+    record = RunRecord(fingerprint(cfg), overrides)
+    if cfg.get("resume") and ckpt_path.is_file():
+        checkpoint = read_checkpoint(ckpt_path)
+        check_checkpoint_config(ckpt_path, checkpoint, cfg, record.state_key)
+        resume_from, resume_step = ckpt_path, int(checkpoint.get("global_step", 0))
+        del checkpoint
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, verbose=False)
     parts = build(cfg)
 
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    logger_cfg = cfg.get("logger")
+    if logger_cfg and resume_from is not None and "TensorBoard" in str(logger_cfg.get("_target_")):
+        # hide the killed attempt's events after the checkpoint: TensorBoard shows one curve
+        logger = instantiate(logger_cfg, purge_step=resume_step)
+    else:
+        logger = instantiate(logger_cfg) if logger_cfg else False
     history = MetricHistory()
+    guard = FiniteGuard(divergence_causes(cfg, choices))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    trainer = L.Trainer(
-        **cfg.trainer,
-        logger=logger,
-        callbacks=[*callbacks, history],
-        default_root_dir=str(out_dir),
-        enable_checkpointing=False,
-    )
-    trainer.fit(parts.module, datamodule=parts.data)
+    try:
+        trainer = L.Trainer(
+            **cfg.trainer,
+            logger=logger,
+            callbacks=[*callbacks, guard, history, record],
+            default_root_dir=str(out_dir),
+            # only the checkpoint callbacks of the config (LastCheckpoint): none of Lightning's
+            enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
+        )
+    except (ValueError, TypeError) as exc:  # MisconfigurationException is a ValueError
+        raise ConfigError(f"trainer: {exc} Change the trainer.* option it names.") from None
+
+    # from here on the run writes to its folder
+    if resume_from is None:
+        remove_stale_events(out_dir)
+        log.info("training from scratch -> %s", out_dir)
+    else:
+        log.info("resume=true: continuing from %s", resume_from)
+    try:
+        trainer.fit(
+            parts.module,
+            datamodule=parts.data,
+            ckpt_path=str(resume_from) if resume_from else None,
+            weights_only=True,
+        )
+    except Diverged as exc:
+        message = f"{exc}\n{describe_checkpoint(out_dir)}."
+        log.error("%s", message)
+        return _record(
+            out_dir, cfg, choices, started, "diverged",
+            error=message, history=history.history,
+            diverged_at={"epoch": exc.epoch, "step": exc.step, "global_step": exc.global_step},
+        )
+    except (KeyboardInterrupt, SystemExit) as exc:
+        code = _interruption(exc, record.exception)
+        if code is None:
+            raise
+        message = (
+            f"interrupted ({signal.Signals(code - 128).name}) at epoch {trainer.current_epoch}; "
+            f"{describe_checkpoint(out_dir)}. Continue with the same command plus resume=true "
+            f"hydra.run.dir={out_dir}"
+        )
+        log.warning("%s", message)
+        _record(out_dir, cfg, choices, started, "interrupted", error=message,
+                history=history.history)
+        raise SystemExit(code) from None
+
     val = {
         k.removeprefix("val/"): v[-1] for k, v in history.history.items() if k.startswith("val/")
     }
-    test = {
-        k.removeprefix("test/"): float(v)
-        for k, v in trainer.test(parts.module, datamodule=parts.data, verbose=False)[0].items()
-    }
+    try:
+        tested = trainer.test(parts.module, datamodule=parts.data, verbose=False)[0]
+    except (KeyboardInterrupt, SystemExit) as exc:
+        code = _interruption(exc, record.exception) or 128 + signal.SIGINT
+        _record(out_dir, cfg, choices, started, "interrupted", history=history.history,
+                error="interrupted during the test; resume=true runs the test again")
+        raise SystemExit(code) from None
+    test = {k.removeprefix("test/"): float(v) for k, v in tested.items()}
 
     result = {
         "status": "completed",
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.perf_counter() - started, 3),
         "seed": cfg.seed,
-        "choices": dict(choices or {}),
+        "choices": choices,
         "val": val,
         "test": test,
         "history": history.history,
+        "checkpoint": "last.ckpt" if ckpt_path.is_file() else None,
     }
+    if record.resumed_from_epoch is not None:
+        result["resumed_from_epoch"] = record.resumed_from_epoch
     write_json(out_dir / "metrics.json", result)
     if logger:
         final = {f"final/val_{k}": v for k, v in val.items()}
         final |= {f"final/test_{k}": v for k, v in test.items()}
-        logger.log_hyperparams(hparams(cfg, choices or {}), metrics=final)
+        logger.log_hyperparams(hparams(cfg, choices), metrics=final)
         logger.finalize("success")
     log.info(
         "test mse %.5f  test bce %.5f  (%d epochs, %.1f s) -> %s",
