@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from aelab.__main__ import CONFIG_DIR
+from aelab.config import compose_config
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("AELAB_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
@@ -27,12 +26,6 @@ TINY = [
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
 ]
-
-
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The config `python -m aelab <overrides>` would get, with its run folder at output_dir."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=[*overrides, f"paths.output_dir={output_dir}"])
 
 
 @pytest.fixture

@@ -1,0 +1,232 @@
+"""Benchmarks, each a ratio of two times measured in the same run: `python -m aelab.bench`.
+
+    python -m aelab.bench                # epoch, textbook pipeline, diagnostics, start-up, memory
+    python -m aelab.bench --only epoch   # one figure
+    python -m aelab.bench --sweep        # also the 8-run MNIST grid, sequential vs joblib
+
+No figure is asserted: the script prints them (with the CPU count, torch version and device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aelab.config import compose_config
+
+SEED_NET = ["model.hidden=[100,50]", "activation=sigmoid", "loss=mse", "optimizer=adam"]
+
+
+def report(name: str, ours: float, base: float, ours_label: str, base_label: str,
+           target: str = "", unit: str = "s") -> None:
+    ratio = ours / base
+    goal = f"   (target {target})" if target else ""
+    print(f"{name:<38} {ours_label} {ours:8.3f} {unit} / {base_label} {base:8.3f} {unit}"
+          f" = {ratio:5.2f}x{goal}", flush=True)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def aelab_epochs(overrides: list[str], epochs: int) -> list[float]:
+    """Per-epoch wall times of a real aelab run (default callbacks and logging on)."""
+    from aelab.train import run
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = compose_config(
+            [*SEED_NET, f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false",
+             "+callbacks.timer._target_=aelab.timing.EpochTimer",
+             f"+callbacks.timer.dirpath={out}", *overrides],
+            out,
+        )
+        run(cfg)
+        return json.loads((Path(out) / "timing.json").read_text())["epoch_s"]
+
+
+def hand_loop_epochs(train: torch.Tensor, val: torch.Tensor, batch_size: int,
+                     epochs: int) -> list[float]:
+    """The baseline: the same net and optimiser in a plain PyTorch loop over the same tensors,
+    with a validation pass per epoch, no framework."""
+    from aelab.nets import MLPAutoencoder
+
+    torch.manual_seed(0)
+    net = MLPAutoencoder(train.shape[1], [100, 50], nn.Sigmoid, "sigmoid").to(train.device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    times = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        g = torch.Generator(device=train.device).manual_seed(epoch)
+        order = torch.randperm(len(train), generator=g, device=train.device)
+        for i in range(0, len(train), batch_size):
+            x = train[order[i : i + batch_size]]
+            loss = (torch.sigmoid(net(x)) - x).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            float((torch.sigmoid(net(val)) - val).square().mean())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def steady(times: list[float]) -> float:
+    """Median epoch time after the first (warm-up) epoch."""
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def mnist_tensors(root: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from aelab.data import ImageData
+    from aelab.normalization import Unit
+
+    data = ImageData("mnist", Unit(), root=root).load()
+    return data.splits["train"].to(device()), data.splits["val"].to(device())
+
+
+def bench_epoch(root: str, epochs: int, batch_sizes: list[int]) -> float:
+    train, val = mnist_tensors(root)
+    result = 0.0
+    for bs in batch_sizes:
+        hand = steady(hand_loop_epochs(train, val, bs, epochs))
+        ours = steady(aelab_epochs([f"data.root={root}", f"data.batch_size={bs}"], epochs))
+        report(f"epoch, batch {bs}", ours, hand, "aelab", "hand loop",
+               "<= 1.15x" if bs == 128 else "")
+        result = ours if bs == 128 else result
+    return result
+
+
+def textbook_epoch(root: str) -> float:
+    """torchvision dataset + ToTensor + DataLoader + a default Lightning Trainer, one epoch."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    from aelab.nets import MLPAutoencoder
+
+    class Plain(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = MLPAutoencoder(784, [100, 50], nn.Sigmoid, "sigmoid")
+
+        def training_step(self, batch, batch_idx):
+            x = batch[0].flatten(1)
+            loss = (torch.sigmoid(self.net(x)) - x).square().mean()
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    dataset = datasets.MNIST(root, train=True, transform=transforms.ToTensor())
+    loader = DataLoader(dataset, batch_size=128, shuffle=True)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = L.Trainer(max_epochs=1, default_root_dir=out, enable_progress_bar=False,
+                            enable_model_summary=False)
+        start = time.perf_counter()
+        trainer.fit(Plain(), loader)
+        return time.perf_counter() - start
+
+
+def bench_textbook(root: str, epochs: int) -> None:
+    textbook = textbook_epoch(root)
+    ours = steady(aelab_epochs([f"data.root={root}"], epochs))
+    report("epoch, textbook pipeline / aelab", textbook, ours, "textbook", "aelab", ">= 4x")
+
+
+def bench_diagnostics(root: str, epochs: int) -> None:
+    on = steady(aelab_epochs([f"data.root={root}"], epochs))
+    off = steady(aelab_epochs([f"data.root={root}", "~callbacks.diagnostics"], epochs))
+    report("diagnostics on / off (batch 128)", on, off, "on", "off", "<= 1.10x")
+
+
+def timed_command(args: list[str], repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_startup() -> None:
+    cfg = timed_command([sys.executable, "-m", "aelab", "--cfg", "job"])
+    imports = timed_command([sys.executable, "-c", "import torch, lightning"])
+    report("start-up: --cfg job vs import torch", cfg, imports, "--cfg job", "import")
+
+
+def child_run(args: list[str], cwd: str) -> tuple[float, float]:
+    """Run `python -m aelab ARGS`; return (wall seconds, peak RSS in MiB) of that process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "aelab", *args], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(proc.stderr.read().decode()[-2000:])
+    return wall, usage.ru_maxrss / 1024
+
+
+def bench_launch_and_memory(root: str) -> None:
+    with tempfile.TemporaryDirectory() as cwd:
+        launched = time.time()
+        wall, rss = child_run([f"data.root={root}", "trainer.max_epochs=1", "hydra.run.dir=run",
+                               "+callbacks.timer._target_=aelab.timing.EpochTimer",
+                               "+callbacks.timer.dirpath=run"], cwd)
+        first = json.loads((Path(cwd) / "run" / "timing.json").read_text())["first_step_unix"]
+    imports = timed_command([sys.executable, "-c", "import torch, lightning"], repeat=1)
+    report("launch to first training step", first - launched, imports, "aelab", "import torch")
+    dataset_mib = 70_000 * 784 * 4 / 2**20
+    report("peak RSS of a 1-epoch MNIST run", rss, dataset_mib, "RSS", "float32 MNIST", unit="MiB")
+    print(f"{'':<38} (whole run {wall:.1f} s)")
+
+
+def bench_sweep(root: str) -> None:
+    grid = ["loss=bce,mse", "activation=sigmoid,relu", "seed=0,1", "trainer.max_epochs=1",
+            f"data.root={root}", "trainer.enable_progress_bar=false"]
+    with tempfile.TemporaryDirectory() as cwd:
+        seq, _ = child_run(["-m", *grid, "hydra.sweep.dir=seq"], cwd)
+        par, _ = child_run(["-m", *grid, "hydra.sweep.dir=par", "hydra/launcher=joblib",
+                            "hydra.launcher.n_jobs=2"], cwd)
+    report("8-run MNIST grid, joblib 2 / sequential", par, seq, "joblib", "sequential", "<= 0.6x")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=os.environ.get("AELAB_DATA_DIR", "./data"))
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed run (>= 2)")
+    parser.add_argument("--only", choices=["epoch", "textbook", "diagnostics", "startup",
+                                           "launch"], action="append")
+    parser.add_argument("--sweep", action="store_true", help="also time the 8-run grid (minutes)")
+    args = parser.parse_args(argv)
+    only = set(args.only or ["epoch", "textbook", "diagnostics", "startup", "launch"])
+    print(f"aelab bench: {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), device {device()}"
+          + (f" {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), flush=True)
+    steps: dict[str, Callable[[], object]] = {
+        "epoch": lambda: bench_epoch(args.data_root, args.epochs, [128, 32, 512]),
+        "textbook": lambda: bench_textbook(args.data_root, args.epochs),
+        "diagnostics": lambda: bench_diagnostics(args.data_root, args.epochs),
+        "startup": bench_startup,
+        "launch": lambda: bench_launch_and_memory(args.data_root),
+    }
+    for name, step in steps.items():
+        if name in only:
+            step()
+    if args.sweep:
+        bench_sweep(args.data_root)
+
+
+if __name__ == "__main__":
+    main()
