@@ -182,6 +182,14 @@ def _interruption(exc: BaseException, seen: BaseException | None) -> int | None:
     return None
 
 
+def _diagnostics(trainer: Any, diverged: str | None = None) -> dict[str, Any]:
+    """The Diagnostics callback's verdict and final numbers for metrics.json ({} when it is off)."""
+    from aelab.diagnostics_callback import Diagnostics
+
+    found = [c for c in trainer.callbacks if isinstance(c, Diagnostics)]
+    return found[0].summary(diverged) if found else {}
+
+
 def _run(
     cfg: DictConfig,
     choices: dict[str, str],
@@ -258,6 +266,7 @@ def _run(
             out_dir, cfg, choices, started, "diverged",
             error=message, history=history.history,
             diverged_at={"epoch": exc.epoch, "step": exc.step, "global_step": exc.global_step},
+            **_diagnostics(trainer, diverged=exc.what),
         )
     except (KeyboardInterrupt, SystemExit) as exc:
         code = _interruption(exc, record.exception)
@@ -298,6 +307,7 @@ def _run(
     }
     if record.resumed_from_epoch is not None:
         result["resumed_from_epoch"] = record.resumed_from_epoch
+    result |= _diagnostics(trainer)
     write_json(out_dir / "metrics.json", result)
     if logger:
         final = {f"final/val_{k}": v for k, v in val.items()}
@@ -312,4 +322,6 @@ def _run(
         result["wall_time_s"],
         out_dir,
     )
+    if "verdict" in result:
+        log.info("verdict: %s (%s)", result["verdict"], result["verdict_reason"])
     return result

@@ -1,0 +1,256 @@
+"""The Diagnostics callback: blob, collapse, unit, gradient and rank metrics in TensorBoard.
+
+Every `every_n_epochs` epochs (and after the last), in eval mode without gradients, on
+the fixed probe set (the first `probe_size` validation images) it logs:
+
+- `blob/{ev,r,d,mse,bce_excess}` and `blob/mean_image/...`, the same for the constant
+  prediction x_bar (the training mean image): the "blob line";
+- `collapse/{norm_ratio,change,max_abs,shrunk_units}/W<i>` per layer, weight histograms
+  `collapse/weights/W<i>` and the first layer's weights as tiles, `collapse/W1_filters`;
+- `units/{saturation,dead,input_dependence}/h<i>` per hidden layer (saturation for sigmoid
+  and tanh, dead for ReLU-like units), `units/saturation/out` and `units/exact_bound/out`;
+- `rank/code` and `rank/W1`, the effective ranks of the codes and of W1;
+- `grads/norm/W<i>`, the mean over the optimiser steps since the last log of ||dL/dW<i>||_F
+  (accumulated as tensors: no host sync per step), and `grads/update_ratio/W<i>`, the
+  realised ||W_t - W_{t-1}||_F / ||W_{t-1}||_F averaged over every `update_every`-th step.
+
+The TensorBoard step is the number of training epochs completed (0 is the initialisation).
+`summary()` gives the verdict and the final numbers that train.py writes to metrics.json.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from aelab import diagnostics as dg
+from aelab.callbacks import tensorboard
+from aelab.errors import ConfigError
+from aelab.images import tile
+
+RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU, nn.SELU, nn.ReLU6)
+SATURATION_THRESHOLDS = {nn.Sigmoid: dg.SIGMOID_SATURATION, nn.Tanh: dg.TANH_SATURATION}
+OUTPUT_BOUNDS = {nn.Sigmoid: (0.0, 1.0), nn.Tanh: (-1.0, 1.0)}
+FILTER_SCALE = 3.0  # tile colour scale: grey is 0, black/white are -/+ 3 rms of the initial W1
+
+
+def _saturation_threshold(act: nn.Module) -> float | None:
+    return next((t for k, t in SATURATION_THRESHOLDS.items() if isinstance(act, k)), None)
+
+
+class Diagnostics(L.Callback):
+    """Measure whether the autoencoder learns or collapses; keep a history for the verdict."""
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        probe_size: int = 1000,
+        shrink_fraction: float = 0.1,
+        update_every: int = 10,
+        histograms: bool = True,
+        filters: bool = True,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> None:
+        for key, value in (("every_n_epochs", every_n_epochs), ("update_every", update_every)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ConfigError(f"callbacks.diagnostics.{key}={value} must be an integer >= 1.")
+        self.update_every = update_every
+        self.every_n_epochs, self.probe_size = int(every_n_epochs), int(probe_size)
+        self.shrink_fraction, self.histograms, self.filters = shrink_fraction, histograms, filters
+        self.thresholds = dg.Thresholds.from_mapping(thresholds)
+        self.history: dict[str, list[float]] = {}
+        self.w0: list[torch.Tensor] | None = None
+        self._measured_step = -1  # trainer.global_step of the last measurement
+        self._reset_accumulators()
+
+    # ------------------------------------------------------------ state (kept on resume)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "w0": self.w0, "measured_step": self._measured_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.w0 = state["w0"]
+        self._measured_step = state.get("measured_step", -1)
+
+    # ------------------------------------------------------------ per step: no host sync
+
+    def _reset_accumulators(self) -> None:
+        self._grad_sum: torch.Tensor | None = None
+        self._update_sum: torch.Tensor | None = None
+        self._prev: list[torch.Tensor] | None = None
+        self._grad_steps = self._update_steps = 0
+        self._stepped = False
+
+    @staticmethod
+    def _weights(pl_module: L.LightningModule) -> list[torch.Tensor]:
+        return [lin.weight.detach() for lin in pl_module.net.linears]
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        linears = pl_module.net.linears
+        if any(lin.weight.grad is None for lin in linears):
+            return
+        norms = torch.stack([torch.linalg.vector_norm(lin.weight.grad) for lin in linears])
+        self._grad_sum = norms if self._grad_sum is None else self._grad_sum.add_(norms)
+        self._grad_steps += 1
+        if (self._grad_steps - 1) % self.update_every:
+            return
+        weights = self._weights(pl_module)  # sample this step's update: keep W_{t-1}
+        if self._prev is None:
+            self._prev = [w.clone() for w in weights]
+        else:
+            for prev, w in zip(self._prev, weights):
+                prev.copy_(w)
+        self._stepped = True
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if not self._stepped:
+            return
+        self._stepped = False
+        ratios = torch.stack(
+            [dg.update_ratio(w, p) for w, p in zip(self._weights(pl_module), self._prev)]
+        )
+        self._update_sum = ratios if self._update_sum is None else self._update_sum.add_(ratios)
+        self._update_steps += 1
+
+    # ------------------------------------------------------------ per epoch
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.w0 is None:
+            self.w0 = [w.clone() for w in self._weights(pl_module)]
+        self.w0 = [w.to(pl_module.device) for w in self.w0]
+        self._mean_image = self._training_mean(trainer, pl_module)
+        self._reset_accumulators()
+        if not self.history:
+            self._measure(trainer, pl_module, epochs_done=0)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            self.history.setdefault("loss", []).append(float(loss))
+        done = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= done
+        if done % self.every_n_epochs == 0 or last or trainer.should_stop:
+            self._measure(trainer, pl_module, epochs_done=done)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._measured_step:  # stopped between two measurements
+            epochs = self.history.get("epoch") or [0]
+            self._measure(trainer, pl_module, epochs_done=int(epochs[-1]) + 1)
+
+    @staticmethod
+    def _training_mean(trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+        """x_bar in pixel units: the mean of the decoded training split (in chunks)."""
+        train = trainer.datamodule.splits["train"]
+        decode = pl_module.normalization.decode
+        total = sum(decode(chunk).double().sum(0) for chunk in train.split(8192))
+        return (total / len(train)).float().to(pl_module.device)
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int) -> None:
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            scalars = self._scalars(trainer, pl_module)
+        pl_module.train(was_training)
+        self._measured_step = trainer.global_step
+        values = torch.stack([v.float() for v in scalars.values()]).tolist()  # one sync
+        self.history.setdefault("epoch", []).append(float(epochs_done))
+        for key, value in zip(scalars, values):
+            self.history.setdefault(key, []).append(value)
+        writer = tensorboard(trainer)
+        if writer is not None:
+            for key, value in zip(scalars, values):
+                writer.add_scalar(key, value, global_step=epochs_done)
+            self._log_weights(writer, pl_module, epochs_done)
+
+    def _scalars(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+        net = pl_module.net
+        probe = trainer.datamodule.probe(self.probe_size)
+        target = pl_module.normalization.decode(probe)
+        pre, post = net.trace(probe)
+        pred = pl_module.reconstruct(probe)
+        x_bar = self._mean_image
+        out: dict[str, torch.Tensor] = {}
+
+        blob = dg.blob_metrics(pred, target, x_bar)
+        if getattr(pl_module, "bce_from_logits", False):
+            blob["bce_excess"] = dg.bce_excess(pred, target, pre[-1])
+        out |= {f"blob/{k}": v for k, v in blob.items()}
+        baseline = dg.mean_image_baseline(target, x_bar)
+        out |= {f"blob/mean_image/{k}": v for k, v in baseline.items()}
+
+        for i, (w, w0) in enumerate(zip(self._weights(pl_module), self.w0), start=1):
+            out[f"collapse/norm_ratio/W{i}"] = dg.norm_ratio(w, w0)
+            out[f"collapse/change/W{i}"] = dg.relative_change(w, w0)
+            out[f"collapse/max_abs/W{i}"] = dg.max_abs(w)
+            out[f"collapse/shrunk_units/W{i}"] = dg.shrunk_fraction(w, w0, self.shrink_fraction)
+
+        acts = [*net.activations, net.output_activation]
+        for i, (z, a, act) in enumerate(zip(pre, post, acts), start=1):
+            name = "out" if i == len(acts) else f"h{i}"
+            threshold = _saturation_threshold(act)
+            if threshold is not None:
+                out[f"units/saturation/{name}"] = dg.saturation_fraction(z, threshold)
+            if name == "out":
+                bounds = next((b for k, b in OUTPUT_BOUNDS.items() if isinstance(act, k)), None)
+                if bounds is not None:
+                    out["units/exact_bound/out"] = dg.exact_bound_count(a, *bounds)
+                continue
+            if isinstance(act, RELU_LIKE):
+                out[f"units/dead/{name}"] = dg.dead_fraction(z)
+            out[f"units/input_dependence/{name}"] = dg.input_dependence(a)
+
+        out["rank/code"] = dg.effective_rank(post[net.code_layer])
+        out["rank/W1"] = dg.effective_rank(net.linears[0].weight)
+
+        if self._grad_sum is not None:
+            grads = self._grad_sum / self._grad_steps
+            out |= {f"grads/norm/W{i}": g for i, g in enumerate(grads, start=1)}
+        if self._update_sum is not None:
+            ratios = self._update_sum / self._update_steps
+            out |= {f"grads/update_ratio/W{i}": r for i, r in enumerate(ratios, start=1)}
+        self._reset_accumulators()
+        return out
+
+    def _log_weights(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
+        weights = self._weights(pl_module)
+        if self.histograms:
+            for i, w in enumerate(weights, start=1):
+                if torch.isfinite(w).all():
+                    writer.add_histogram(f"collapse/weights/W{i}", w.cpu(), global_step=step)
+        w1, w0 = weights[0], self.w0[0]
+        side = math.isqrt(w1.shape[1])
+        if self.filters and side * side == w1.shape[1]:
+            scale = FILTER_SCALE * w0.square().mean().sqrt()
+            shades = (0.5 + 0.5 * w1 / scale).clamp(0, 1).nan_to_num(0.5)
+            columns = math.ceil(math.sqrt(len(w1)))
+            grid = tile(shades.cpu(), columns=columns, pad_value=1.0)
+            writer.add_image("collapse/W1_filters", grid, global_step=step)
+
+    # ------------------------------------------------------------ the run's verdict
+
+    def summary(self, diverged: str | None = None) -> dict[str, Any]:
+        """`verdict`, `verdict_reason`, the last measurement (`diagnostics`) and the history.
+
+        `diverged`: why the run was stopped as diverged (a non-finite loss caught before it
+        reached the history); the verdict is then `diverged` whatever the numbers say.
+        """
+        name, reason = dg.verdict(self.history, self.thresholds)
+        if diverged:
+            name, reason = "diverged", diverged
+        final = {k: v[-1] for k, v in self.history.items() if v and k != "loss"}
+        return {
+            "verdict": name,
+            "verdict_reason": reason,
+            "diagnostics": final,
+            "diagnostics_history": self.history,
+        }

@@ -1,0 +1,273 @@
+"""Every diagnostic on a hand-built input whose answer is known, and the verdict on histories."""
+
+import math
+
+import pytest
+import torch
+
+from aelab import diagnostics as dg
+from aelab.diagnostics_callback import Diagnostics
+from aelab.errors import ConfigError
+
+
+@pytest.fixture
+def images() -> tuple[torch.Tensor, torch.Tensor]:
+    """(target, x_bar): 50 random 16-pixel images and a training mean that is not their mean."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(50, 16, generator=g)
+    x_bar = torch.rand(16, generator=g) * 0.5 + 0.25
+    return target, x_bar
+
+
+def close(value: torch.Tensor, expected: float, tol: float = 1e-6) -> bool:
+    return abs(float(value) - expected) <= tol
+
+
+# ---------------------------------------------------------------- blob metrics
+
+
+def test_mean_image_prediction_is_the_blob_line(images):
+    target, x_bar = images
+    blob = dg.blob_metrics(x_bar.expand_as(target), target, x_bar)
+    assert close(blob["ev"], 0.0) and close(blob["r"], 0.0) and close(blob["d"], 0.0)
+    baseline = dg.mean_image_baseline(target, x_bar)
+    assert {k: float(v) for k, v in baseline.items()} == {k: float(v) for k, v in blob.items()}
+    assert close(baseline["mse"], float((target - x_bar).square().mean()))
+    assert float(baseline["bce_excess"]) > 0.01
+
+
+def test_perfect_reconstruction(images):
+    target, x_bar = images
+    blob = dg.blob_metrics(target.clone(), target, x_bar)
+    assert close(blob["ev"], 1.0) and close(blob["r"], 1.0) and close(blob["d"], 1.0)
+    assert close(blob["mse"], 0.0)
+    assert abs(float(blob["bce_excess"])) < 1e-5
+
+
+def test_half_way_to_the_mean_image(images):
+    """y = x_bar + (x - x_bar) / 2: EV = 1 - 1/4, and R = D = 1/4 when x_bar is the probe mean."""
+    target, _ = images
+    x_bar = target.mean(0)
+    pred = x_bar + 0.5 * (target - x_bar)
+    assert close(dg.explained_variance(pred, target, x_bar), 0.75, 1e-5)
+    assert close(dg.variance_ratio(pred, target), 0.25, 1e-5)
+    assert close(dg.mean_image_distance(pred, target, x_bar), 0.25, 1e-5)
+
+
+def test_variance_ratio_of_any_constant_is_zero(images):
+    target, _ = images
+    assert float(dg.variance_ratio(torch.full_like(target, 0.3), target)) == 0.0
+
+
+def test_binary_entropy_values():
+    h = dg.binary_entropy(torch.tensor([0.0, 1.0, 0.5, 0.25]))
+    expected = [0.0, 0.0, math.log(2), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))]
+    assert torch.allclose(h, torch.tensor(expected), atol=1e-7)
+
+
+def test_bce_excess_is_the_kl_to_the_targets():
+    """t = 0.5, p = 0.25: BCE = -(ln 0.25 + ln 0.75) / 2, minus H(0.5) = ln 2."""
+    target = torch.full((4, 9), 0.5)
+    pred = torch.full((4, 9), 0.25)
+    expected = -(math.log(0.25) + math.log(0.75)) / 2 - math.log(2)  # 0.143841
+    assert close(dg.bce_excess(pred, target), expected, 1e-6)
+    assert close(dg.bce_excess(pred, target, torch.logit(pred)), expected, 1e-6)
+    assert close(dg.bce_excess(target, target), 0.0, 1e-6)  # grey targets: BCE = H > 0
+
+
+def test_bce_excess_of_perfect_binary_reconstruction():
+    target = (torch.arange(40).reshape(4, 10) % 3 == 0).float()
+    assert 0 <= float(dg.bce_excess(target, target)) < 2e-6  # clamped at 1e-6, as pixel_bce
+    logits = (target * 2 - 1) * 40
+    assert abs(float(dg.bce_excess(torch.sigmoid(logits), target, logits))) < 1e-9
+
+
+# ---------------------------------------------------------------- weights
+
+
+def test_weight_scaled_by_a_hundredth():
+    w0 = torch.randn(100, 784, generator=torch.Generator().manual_seed(1))
+    w = w0 * 0.01
+    assert close(dg.norm_ratio(w, w0), 0.01, 1e-7)
+    assert close(dg.relative_change(w, w0), 0.99, 1e-6)
+    assert close(dg.max_abs(w), 0.01 * float(w0.abs().max()), 1e-7)
+    assert float(dg.shrunk_fraction(w, w0, 0.1)) == 1.0
+    assert float(dg.shrunk_fraction(w0, w0, 0.1)) == 0.0
+    assert float(dg.relative_change(w0, w0)) == 0.0
+
+
+def test_shrunk_fraction_counts_rows():
+    w0 = torch.ones(4, 3)
+    w = w0 * torch.tensor([[1.0], [0.05], [0.5], [0.01]])
+    assert float(dg.shrunk_fraction(w, w0, 0.1)) == 0.5
+    assert float(dg.shrunk_fraction(w, w0, 0.6)) == 0.75
+
+
+def test_max_abs_sees_negative_weights():
+    assert float(dg.max_abs(torch.tensor([[0.1, -0.7], [0.3, 0.2]]))) == pytest.approx(0.7)
+
+
+def test_effective_rank():
+    g = torch.Generator().manual_seed(2)
+    rank3 = torch.randn(100, 3, generator=g) @ torch.randn(3, 50, generator=g)
+    assert 1.0 < float(dg.effective_rank(rank3)) <= 3.0
+    assert close(dg.effective_rank(torch.eye(7)), 7.0, 1e-5)
+    assert close(dg.effective_rank(torch.diag(torch.tensor([2.0, 2.0, 0.0]))), 2.0, 1e-5)
+    ones = torch.ones(1000, 50) * 0.37  # constant codes: a blob's code layer
+    assert close(dg.effective_rank(ones), 1.0, 1e-5)
+    assert float(dg.effective_rank(torch.zeros(5, 4))) == 0.0
+    assert math.isnan(float(dg.effective_rank(torch.tensor([[1.0, float("nan")]]))))
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_saturation_thresholds_are_the_same_tail():
+    """sigmoid(4.6) = 0.99; tanh(2.3) = 2 sigmoid(4.6) - 1: both 1% of the range from the end."""
+    assert torch.sigmoid(torch.tensor(dg.SIGMOID_SATURATION)).item() == pytest.approx(0.99, 1e-3)
+    assert dg.TANH_SATURATION == dg.SIGMOID_SATURATION / 2
+    tail = (1 - torch.tanh(torch.tensor(dg.TANH_SATURATION)).item()) / 2
+    assert tail == pytest.approx(1 - torch.sigmoid(torch.tensor(4.6)).item(), rel=1e-5)
+
+
+def test_saturation_fraction():
+    pre = torch.tensor([[-5.0, -4.0, 0.0], [4.7, 10.0, 2.4]])
+    assert float(dg.saturation_fraction(pre, dg.SIGMOID_SATURATION)) == pytest.approx(3 / 6)
+    assert float(dg.saturation_fraction(pre, dg.TANH_SATURATION)) == pytest.approx(5 / 6)
+
+
+def test_exact_bound_count_of_float32_sigmoid():
+    y = torch.sigmoid(torch.tensor([-200.0, -10.0, 0.0, 10.0, 20.0, 200.0]))
+    assert int(dg.exact_bound_count(y)) == 3  # 0.0, 1.0, 1.0: log(p) or log(1-p) is -inf
+    assert int(dg.exact_bound_count(torch.tensor([-1.0, 0.0, 1.0]), -1.0, 1.0)) == 2
+
+
+def test_dead_fraction():
+    pre = torch.tensor(
+        [
+            [-1.0, 2.0, 0.0, 0.5],
+            [-0.5, -3.0, 0.0, 0.1],
+            [-2.0, -1.0, 0.0, 3.0],
+        ]
+    )  # unit 0 always negative, unit 2 always 0: dead; units 1 and 3 fire somewhere
+    assert float(dg.dead_fraction(pre)) == 0.5
+
+
+def test_input_dependence():
+    act = torch.tensor([[0.3, 0.0], [0.3, 2.0]])  # std over samples: 0 and 1
+    assert float(dg.input_dependence(act)) == pytest.approx(0.5)
+    assert float(dg.input_dependence(torch.full((10, 4), 0.7))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_update_ratio():
+    w_prev = torch.ones(2, 2)  # norm 2
+    assert float(dg.update_ratio(w_prev + 0.002, w_prev)) == pytest.approx(0.002, rel=1e-4)
+    assert float(dg.update_ratio(w_prev, w_prev)) == 0.0
+
+
+# ---------------------------------------------------------------- verdict
+
+
+def history(**values: list[float]) -> dict[str, list[float]]:
+    base = {
+        "loss": [0.07, 0.05, 0.03],
+        "epoch": [0, 1, 2],
+        "blob/ev": [0.0, 0.3, 0.6],
+        "blob/mse": [0.07, 0.05, 0.03],
+        "collapse/norm_ratio/W1": [1.0, 1.1, 1.3],
+        "collapse/shrunk_units/W1": [0.0, 0.0, 0.0],
+        "collapse/max_abs/W1": [0.036, 0.05, 0.07],
+        "collapse/change/W1": [0.0, 0.4, 0.8],
+        "collapse/change/W2": [0.0, 0.2, 0.3],
+        "units/saturation/h1": [0.0, 0.05, 0.1],
+        "units/saturation/h2": [0.0, 0.0, 0.02],
+    }
+    return base | {k.replace("__", "/"): v for k, v in values.items()}
+
+
+def test_verdict_healthy():
+    assert dg.verdict(history()) == ("healthy", "EV = 0.6")
+
+
+def test_verdict_blob():
+    name, reason = dg.verdict(history(blob__ev=[0.0, 0.01, 0.02]))
+    assert name == "blob" and "EV = 0.02" in reason
+
+
+def test_verdict_collapsed_by_norm_wins_over_blob():
+    h = history(blob__ev=[0.0, 0.0, 0.0], collapse__norm_ratio__W1=[1.0, 0.2, 0.04])
+    name, reason = dg.verdict(h)
+    assert name == "collapsed" and "0.04" in reason
+
+
+def test_verdict_collapsed_by_shrunk_units():
+    h = history(collapse__norm_ratio__W1=[1.0, 0.9, 0.8], collapse__shrunk_units__W1=[0, 0.3, 0.7])
+    assert dg.verdict(h)[0] == "collapsed"
+
+
+def test_verdict_uses_the_final_values_only():
+    h = history(collapse__norm_ratio__W1=[1.0, 0.1, 1.2], blob__ev=[0.0, -0.1, 0.5])
+    assert dg.verdict(h)[0] == "healthy"
+
+
+def test_verdict_frozen():
+    frozen = dict(
+        collapse__change__W1=[0.0, 0.01, 0.02],
+        collapse__change__W2=[0.0, 0.01, 0.01],
+        units__saturation__h1=[0.9, 0.9, 0.9],
+        units__saturation__h2=[0.7, 0.7, 0.7],
+        blob__ev=[-0.5, -0.4, -0.4],
+    )
+    name, reason = dg.verdict(history(**frozen))
+    assert name == "frozen" and "80%" in reason
+    not_saturated = frozen | dict(units__saturation__h1=[0.1] * 3, units__saturation__h2=[0.0] * 3)
+    assert dg.verdict(history(**not_saturated))[0] == "blob"
+    moved = frozen | dict(collapse__change__W2=[0.0, 0.1, 0.2])
+    assert dg.verdict(history(**moved))[0] == "blob"
+
+
+def test_verdict_diverged():
+    nan, inf = float("nan"), float("inf")
+    assert dg.verdict(history(loss=[0.07, nan, 0.03]))[0] == "diverged"
+    assert dg.verdict(history(blob__mse=[0.07, 0.05, nan]))[0] == "diverged"
+    name, reason = dg.verdict(history(collapse__max_abs__W1=[0.03, inf, inf]))
+    assert name == "diverged" and "collapse/max_abs/W1" in reason
+    # a 0/0 elsewhere (e.g. R of a constant probe) is not a divergence
+    assert dg.verdict(history(units__input_dependence__h1=[nan]))[0] == "healthy"
+
+
+def test_verdict_thresholds_are_configurable():
+    strict = dg.Thresholds.from_mapping({"blob_ev": 0.7})
+    assert dg.verdict(history(), strict)[0] == "blob"
+    lax = dg.Thresholds.from_mapping({"collapse_norm_ratio": 0.01})
+    assert dg.verdict(history(collapse__norm_ratio__W1=[1, 0.1, 0.04]), lax)[0] == "healthy"
+    with pytest.raises(ConfigError, match="blob_evv"):
+        dg.Thresholds.from_mapping({"blob_evv": 0.1})
+
+
+def test_verdict_of_an_empty_history():
+    assert dg.verdict({})[0] == "healthy"
+    assert dg.verdict({"loss": [float("nan")]})[0] == "diverged"
+
+
+# ---------------------------------------------------------------- callback state
+
+
+def test_callback_state_survives_a_checkpoint():
+    cb = Diagnostics(every_n_epochs=2, thresholds={"blob_ev": 0.2})
+    cb.history = history(blob__ev=[0.0, 0.1, 0.15])
+    cb.w0 = [torch.ones(3, 2)]
+    again = Diagnostics(every_n_epochs=2, thresholds={"blob_ev": 0.2})
+    again.load_state_dict(cb.state_dict())
+    assert again.history == cb.history and torch.equal(again.w0[0], cb.w0[0])
+    summary = again.summary()
+    assert summary["verdict"] == "blob" and summary["diagnostics"]["blob/ev"] == 0.15
+    assert "loss" not in summary["diagnostics"]
+    assert again.summary(diverged="loss became nan")["verdict"] == "diverged"
+
+
+def test_callback_rejects_bad_knobs():
+    with pytest.raises(ConfigError, match="every_n_epochs"):
+        Diagnostics(every_n_epochs=0)
+    with pytest.raises(ConfigError, match="update_every"):
+        Diagnostics(update_every=0)
