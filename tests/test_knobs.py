@@ -130,7 +130,7 @@ def test_logged_train_loss_is_comparable_across_reductions_in_real_runs(make_con
     logged = []
     for reduction in ("mean", "batch_sum"):
         cfg = make_config(*TINY, "loss=mse", f"loss.reduction={reduction}", "optimizer=sgd",
-                          "logger=none", "+trainer.max_steps=1", name=reduction)
+                          "logger=none", "+trainer.max_steps=1", "threads=1", name=reduction)
         logged.append(run(cfg)["history"]["train/loss"][0])
     assert logged[0] == pytest.approx(logged[1], rel=1e-6)
 
@@ -191,7 +191,7 @@ def test_bce_on_standardised_targets_is_refused_by_default(make_config):
 def test_bce_on_standardised_targets_runs_when_allowed(make_config, output):
     cfg = make_config(*TINY, "loss=bce", "normalization=standard",
                       "allow_out_of_range_targets=true", f"model.output_activation={output}",
-                      "logger=none", "+trainer.max_steps=2")
+                      "logger=none", "+trainer.max_steps=2", "threads=1")
     parts = build(cfg)
     assert isinstance(parts.net.output_activation, nn.Sigmoid)  # auto: the loss's sigmoid
     train = parts.data.splits["train"]
