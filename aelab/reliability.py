@@ -216,7 +216,8 @@ def _fmt(value: Any) -> str:
 
 
 def divergence_causes(cfg: DictConfig, choices: dict[str, str] | None = None) -> list[str]:
-    """Likely causes of a non-finite loss for this configuration, most likely first."""
+    """Likely causes of a non-finite loss for this configuration: the specific ones (a loss
+    without a clamp, a large init, a summed reduction) first, then the learning rate."""
     choices = choices or {}
     causes: list[str] = []
     loss_cfg = cfg.get("loss") or {}
@@ -230,11 +231,6 @@ def divergence_causes(cfg: DictConfig, choices: dict[str, str] | None = None) ->
             f"loss.eps=1e-7, or use loss=bce (computed from the logits, always finite)."
         )
     lr = cfg.optimizer.get("lr")
-    if lr is not None:
-        causes.append(
-            f"optimizer={opt} with optimizer.lr={_fmt(lr)}: a step too large makes the loss "
-            f"grow without bound; try optimizer.lr={_fmt(lr / 10)}."
-        )
     reduction = loss_cfg.get("reduction")
     if reduction in ("image_sum", "batch_sum"):
         scale = "784" if reduction == "image_sum" else "784 x data.batch_size"
@@ -248,6 +244,11 @@ def divergence_causes(cfg: DictConfig, choices: dict[str, str] | None = None) ->
         causes.append(
             f"init={init} with init.std={_fmt(std)}: weights that large give huge "
             f"pre-activations and gradients; try init.std=0.01 or init=default."
+        )
+    if lr is not None:
+        causes.append(
+            f"optimizer={opt} with optimizer.lr={_fmt(lr)}: a step too large makes the loss "
+            f"grow without bound; try optimizer.lr={_fmt(lr / 10)}."
         )
     output = cfg.model.get("output_activation")
     normalization = choices.get("normalization") or _target_name(cfg.normalization).lower()

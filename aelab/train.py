@@ -125,16 +125,17 @@ def run(
             return previous
         if resume is not True:
             refuse_used_folder(out_dir)
+        overrides = list(overrides or [])
         try:
-            return _run(cfg, choices, list(overrides or []), out_dir, started)
+            return _run(cfg, choices, overrides, out_dir, started)
         except RunFolderError:
             raise
         except AelabError as exc:
             if record_refusal:
-                _record(out_dir, cfg, choices, started, "failed", error=exc)
+                _record(out_dir, cfg, choices, started, "failed", error=exc, overrides=overrides)
             raise
         except Exception as exc:
-            _record(out_dir, cfg, choices, started, "failed", error=exc)
+            _record(out_dir, cfg, choices, started, "failed", error=exc, overrides=overrides)
             raise
 
 
@@ -147,6 +148,7 @@ def _record(
     *,
     error: BaseException | str | None = None,
     history: dict[str, list[float]] | None = None,
+    overrides: list[str] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Write metrics.json for a run that did not complete; the last finite metrics come along."""
@@ -157,6 +159,7 @@ def _record(
         "wall_time_s": round(time.perf_counter() - started, 3),
         "seed": cfg.get("seed"),
         "choices": choices,
+        "overrides": overrides or [],
         "val": {k.removeprefix("val/"): v[-1] for k, v in history.items() if k.startswith("val/")},
         "test": {},
         "history": history,
@@ -243,8 +246,12 @@ def _run(
             # only the checkpoint callbacks of the config (LastCheckpoint): none of Lightning's
             enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
         )
-    except (ValueError, TypeError) as exc:  # MisconfigurationException is a ValueError
-        raise ConfigError(f"trainer: {exc} Change the trainer.* option it names.") from None
+    except Exception as exc:  # MisconfigurationException, a missing accelerator package, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"trainer: Lightning refuses these trainer options ({first}); change the trainer.* "
+            f"option it names (see conf/trainer/default.yaml)."
+        ) from None
 
     # from here on the run writes to its folder
     if resume_from is None:
@@ -264,7 +271,7 @@ def _run(
         log.error("%s", message)
         return _record(
             out_dir, cfg, choices, started, "diverged",
-            error=message, history=history.history,
+            error=message, history=history.history, overrides=overrides,
             diverged_at={"epoch": exc.epoch, "step": exc.step, "global_step": exc.global_step},
             **_diagnostics(trainer, diverged=exc.what),
         )
@@ -279,7 +286,7 @@ def _run(
         )
         log.warning("%s", message)
         _record(out_dir, cfg, choices, started, "interrupted", error=message,
-                history=history.history)
+                history=history.history, overrides=overrides)
         raise SystemExit(code) from None
 
     val = {
@@ -290,7 +297,8 @@ def _run(
     except (KeyboardInterrupt, SystemExit) as exc:
         code = _interruption(exc, record.exception) or 128 + signal.SIGINT
         _record(out_dir, cfg, choices, started, "interrupted", history=history.history,
-                error="interrupted during the test; resume=true runs the test again")
+                error="interrupted during the test; resume=true runs the test again",
+                overrides=overrides)
         raise SystemExit(code) from None
     test = {k.removeprefix("test/"): float(v) for k, v in tested.items()}
 
@@ -300,6 +308,7 @@ def _run(
         "wall_time_s": round(time.perf_counter() - started, 3),
         "seed": cfg.seed,
         "choices": choices,
+        "overrides": overrides,
         "val": val,
         "test": test,
         "history": history.history,

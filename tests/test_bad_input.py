@@ -1,0 +1,174 @@
+"""Bad input is refused before any work: a message naming the option and the fix, a non-zero
+exit, and nothing in the run folder but Hydra's config record and the log.
+
+The common cases go through the real CLI (`python -m aelab`); the checks that need no
+torch exit in about a second there. The rest call `run(cfg)` in-process.
+"""
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from aelab.errors import ConfigError, DataError, RunFolderError
+from aelab.reliability import RunFolderLock
+from aelab.train import run
+
+from conftest import TINY, compose_config, run_cli
+
+
+def written(folder: Path) -> set[str]:
+    """Files in a run folder other than Hydra's config record (.hydra/) and the log."""
+    if not folder.exists():
+        return set()
+    return {
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
+    }
+
+
+def refused(tmp_path: Path, *overrides: str) -> str:
+    """Run the CLI; assert exit 2, an `aelab: error:` line and an empty run folder; the message."""
+    proc = run_cli(*overrides, "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.startswith("aelab: error: "), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert written(tmp_path / "run") == set()
+    assert list(tmp_path.iterdir()) == [tmp_path / "run"]  # no outputs/, lightning_logs/, data/
+    return proc.stderr
+
+
+# --- Hydra's own refusals: exit 1, nothing created at all ---------------------------------
+
+
+def test_unknown_config_key_is_refused_by_struct_mode(tmp_path):
+    proc = run_cli("optimizer.lrr=0.1", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Could not override 'optimizer.lrr'" in proc.stderr
+    assert "Key 'lrr' is not in struct" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_misspelt_group_option_lists_the_choices(tmp_path):
+    proc = run_cli("loss=bcee", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Could not find 'loss/bcee'" in proc.stderr
+    assert "Available options in 'loss'" in proc.stderr and "\tbce\n" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- aelab's refusals through the CLI: exit 2 ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=0", "optimizer.lr=0 must be a positive number, e.g. optimizer.lr=0.001."),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 must be a positive number"),
+        ("data.batch_size=0", "data.batch_size=0 must be a positive integer, e.g. data.batch_size"),
+        ("model.hidden=[]", "model.hidden=[] must be a non-empty list of positive integers, "
+                            "e.g. model.hidden=[100,50]."),
+        ("model.hidden=[100,0]", "model.hidden=[100, 0] must be a non-empty list"),
+    ],
+)
+def test_non_positive_values_are_refused(tmp_path, override, message):
+    assert message in refused(tmp_path, "data=synthetic", override)
+
+
+def test_batch_larger_than_the_dataset_is_refused(tmp_path):
+    stderr = refused(tmp_path, "data=synthetic", "data.train_size=100", "data.batch_size=128")
+    assert "data.batch_size=128 is larger than the training set (100 images)" in stderr
+    assert "lower data.batch_size" in stderr
+
+
+def test_data_root_that_is_a_file_is_refused(tmp_path):
+    not_a_dir = tmp_path / "data.txt"
+    not_a_dir.write_text("not a folder")
+    proc = run_cli(f"data.root={not_a_dir}", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"data.root={not_a_dir} is not a directory; point data.root at a folder" in proc.stderr
+    assert written(tmp_path / "run") == set()
+
+
+def write_idx(path: Path, n: int, rows: int = 28, cols: int = 28, magic: int = 2051,
+              cut: int = 0) -> None:
+    """An IDX image file; `cut` bytes short of its header's promise (negative: extra bytes)."""
+    raw = struct.pack(">IIII", magic, n, rows, cols) + bytes(n * rows * cols)
+    raw = raw[: len(raw) - cut] if cut >= 0 else raw + bytes(-cut)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw)
+
+
+def fake_mnist(root: Path, **train: int) -> Path:
+    """MNIST/raw under root with a good test file and a train file built from `train`."""
+    raw = root / "MNIST" / "raw"
+    write_idx(raw / "t10k-images-idx3-ubyte", 20)
+    write_idx(raw / "train-images-idx3-ubyte", **{"n": 100, **train})
+    return raw / "train-images-idx3-ubyte"
+
+
+def test_truncated_dataset_file_is_refused_through_the_cli(tmp_path):
+    bad = fake_mnist(tmp_path / "root", cut=1000)
+    proc = run_cli(f"data.root={tmp_path / 'root'}", "data.download=false", "hydra.run.dir=run",
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"{bad} is truncated or corrupt" in proc.stderr
+    assert "its header promises 78416" in proc.stderr and "download it again" in proc.stderr
+    assert "reshape" not in proc.stderr and "Traceback" not in proc.stderr
+    assert written(tmp_path / "run") == set()
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        ({"magic": 2049}, "is not an IDX image file (magic number 2049, expected 2051)"),
+        ({"n": 0, "cut": 10}, "is truncated (6 bytes, the header alone is 16)"),
+        ({"n": 100, "cut": -5}, "is truncated or corrupt: 78421 bytes"),  # trailing bytes
+    ],
+)
+def test_corrupt_dataset_files_are_refused(tmp_path, train, message):
+    fake_mnist(tmp_path / "root", **train)
+    cfg = compose_config([f"data.root={tmp_path / 'root'}", "data.download=false"],
+                         tmp_path / "run")
+    with pytest.raises(DataError, match="train-images-idx3-ubyte " + message.replace("(", r"\(")
+                       .replace(")", r"\)")):
+        run(cfg)
+    assert written(tmp_path / "run") == set()
+
+
+# --- in-process: the remaining refusals ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["loss=bce", "normalization=standard"], "loss=bce needs targets in [0, 1]"),
+        (["optimizer.lr=fast"], "optimizer.lr=fast must be a positive number"),
+        (["optimizer.lr=nan"], "optimizer.lr=nan must be a positive number"),
+        (["data.eval_batch_size=-1"], "data.eval_batch_size=-1 must be a positive integer"),
+        (["data.val_size=0"], "data.val_size=0 must be a positive integer"),
+        (["data.train_size=0"], "data.train_size=0 must be a positive integer, or null"),
+        (["model.hidden=100"], "model.hidden=100 must be a non-empty list"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be an integer >= 1"),
+        (["seed=-1"], "seed=-1 must be an integer in [0, 4294967295]"),
+        (["threads=0"], "threads=0 must be a positive integer"),
+        (["l2_penalty=-0.1"], "l2_penalty=-0.1 must be a number >= 0"),
+        (["resume=maybe"], "resume=maybe must be true or false"),
+        (["init=normal", "init.std=0"], "init.std=0 must be positive"),
+        (["trainer.accelerator=tpu"], "trainer: Lightning refuses these trainer options"),
+    ],
+)
+def test_other_bad_values_are_refused_in_process(tmp_path, overrides, message):
+    cfg = compose_config([*TINY, *overrides], tmp_path / "run")
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    assert message in str(err.value)
+    assert written(tmp_path / "run") == set()
+
+
+def test_a_run_folder_in_use_is_refused(tmp_path):
+    folder = tmp_path / "run"
+    with RunFolderLock(folder), pytest.raises(RunFolderError, match="in use by another"):
+        run(compose_config(TINY, folder))
+    assert written(folder) == set()  # the lock file goes with its holder

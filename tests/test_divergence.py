@@ -1,0 +1,131 @@
+"""A non-finite loss stops the run at once: status "diverged" with the last finite metrics and
+likely causes, last.ckpt kept at the last finite epoch, exit 3 alone, and a sweep that goes on.
+
+The diverging configuration is real: SGD with lr=10 on a ReLU network with an unbounded
+output (normalization=standard). On the synthetic set it overflows to inf in epoch 2.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from aelab.outcome import summarize_outcome, sweep_statuses
+from aelab.reliability import divergence_causes
+from aelab.train import run
+
+from conftest import compose_config, run_cli
+
+SMALL = [
+    "data=synthetic",
+    "data.train_size=128",
+    "data.val_size=64",
+    "data.test_size=64",
+    "data.batch_size=32",
+    "trainer.enable_progress_bar=false",
+    "threads=1",
+    "logger=none",
+]
+DIVERGES = ["optimizer=sgd", "activation=relu", "normalization=standard", "optimizer.lr=10",
+            "trainer.max_epochs=8"]
+
+
+def finite_checkpoint(path: Path) -> dict:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert all(bool(t.isfinite().all()) for t in checkpoint["state_dict"].values())
+    return checkpoint
+
+
+def test_a_real_divergence_stops_with_status_message_and_last_good_checkpoint(tmp_path, caplog):
+    folder = tmp_path / "run"
+    result = run(compose_config([*SMALL, *DIVERGES], folder))
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved == result
+    assert result["status"] == "diverged"
+    at = result["diverged_at"]
+    assert at["epoch"] >= 1, "the test needs a divergence after the first checkpoint"
+    message = result["error"]
+    assert f"at epoch {at['epoch']}, step {at['step']} of the epoch" in message
+    assert "the training loss became" in message
+    assert "optimizer=sgd with optimizer.lr=10" in message and "optimizer.lr=1." in message
+    assert "activation=relu with an unbounded output layer" in message
+    assert f"{folder / 'last.ckpt'} holds the last finished epoch" in message
+    # the last finite metrics: one entry per finished epoch, all finite
+    assert result["epochs"] == at["epoch"] and result["test"] == {}
+    assert all(len(v) == at["epoch"] for v in result["history"].values())
+    assert all(math.isfinite(x) for v in result["history"].values() for x in v)
+    assert result["val"]["mse"] == result["history"]["val/mse"][-1]
+    # the checkpoint is the last finished epoch's, with finite weights
+    assert result["checkpoint"] == "last.ckpt"
+    assert finite_checkpoint(folder / "last.ckpt")["epoch"] == at["epoch"] - 1
+    assert not (folder / ".aelab.lock").exists()
+
+    # a diverged run is a result: resume=true leaves it alone
+    with caplog.at_level("INFO", logger="aelab"):
+        again = run(compose_config([*SMALL, *DIVERGES, "resume=true"], folder))
+    assert again == result and "already diverged" in caplog.text
+
+
+def test_non_finite_weights_at_epoch_end_never_reach_the_checkpoint(tmp_path):
+    """A finite loss can still overflow the weights on an epoch's last step: the epoch-end
+    check catches it before last.ckpt is written."""
+    folder = tmp_path / "run"
+    poison = ["+callbacks.poison._target_=faults.Poison", "+callbacks.poison.epoch=1"]
+    result = run(compose_config([*SMALL, "trainer.max_epochs=3", *poison], folder))
+    assert result["status"] == "diverged"
+    assert "the weights became non-finite at epoch 1" in result["error"]
+    assert result["epochs"] == 1
+    assert finite_checkpoint(folder / "last.ckpt")["epoch"] == 0
+
+
+def test_divergence_alone_exits_3_and_a_sweep_carries_on(tmp_path):
+    single = run_cli(*SMALL, *DIVERGES, "hydra.run.dir=single", cwd=tmp_path)
+    assert single.returncode == 3, single.stderr[-3000:]
+    assert "aelab: training diverged: the training loss became" in single.stderr
+    assert json.loads((tmp_path / "single" / "metrics.json").read_text())["status"] == "diverged"
+
+    # lr=10 diverges, lr=0.01 completes, lr=-1 is refused: each recorded, the sweep goes on
+    sweep = run_cli("-m", *SMALL, *DIVERGES[:-2], "trainer.max_epochs=4",
+                    "optimizer.lr=10,0.01,-1", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    statuses = {
+        folder.name.split("optimizer.lr=")[1].split(",")[0]: status
+        for folder, (status, _) in sweep_statuses(tmp_path / "sweep").items()
+    }
+    assert statuses == {"10": "diverged", "0.01": "completed", "-1": "failed"}
+    assert sweep.returncode == 1  # a run failed; diverged alone would exit 0
+    assert "1 run(s) of the sweep failed" in sweep.stderr
+    assert "optimizer.lr=-1 must be a positive number" in sweep.stderr
+    assert "1 completed, 1 diverged, 1 failed" in sweep.stdout + sweep.stderr
+
+
+def test_sweep_outcome_counts_statuses_and_flags_failures(tmp_path):
+    for name, metrics in [("a", {"status": "completed"}), ("b", {"status": "diverged"}),
+                          ("c", {"status": "failed", "error": "ConfigError: bad\nmore"}),
+                          ("d", None)]:
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        if metrics:
+            (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    line, failures = summarize_outcome(sweep_statuses(tmp_path))
+    assert line == "1 completed, 1 diverged, 1 failed, 1 unfinished"
+    assert failures == ["c: failed: ConfigError: bad",
+                        "d: unfinished: no readable metrics.json (the job died or was refused)"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["loss=bce_clamped_probs", "loss.eps=0"], "loss=bce_clamped_probs with loss.eps=0 takes "
+                                                   "the log of probabilities with no clamp"),
+        (["init=normal", "init.std=1"], "init=normal with init.std=1: weights that large"),
+        (["loss.reduction=batch_sum"], "loss.reduction=batch_sum makes the gradient 784 x"),
+        (["optimizer=adam", "optimizer.lr=0.5"], "optimizer=adam with optimizer.lr=0.5"),
+    ],
+)
+def test_likely_causes_name_the_options_of_this_configuration(tmp_path, overrides, expected):
+    cfg = compose_config(overrides, tmp_path)
+    choices = {o.split("=")[0]: o.split("=")[1] for o in overrides if "." not in o.split("=")[0]}
+    causes = divergence_causes(cfg, choices)
+    assert any(expected in c for c in causes), causes
+    assert any("optimizer.lr=" in c for c in causes)  # the learning rate is always a suspect
