@@ -15,7 +15,17 @@ import time
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def faults_on_path(monkeypatch):
+    """Import this fixture into a test module: its subprocesses can then import `faults`."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS),
+                                                                   os.environ.get("PYTHONPATH")])))
 
 
 class Pace(L.Callback):
@@ -75,3 +85,16 @@ class Poison(L.Callback):
         if trainer.current_epoch == self.epoch and batch_idx == trainer.num_training_batches - 1:
             with torch.no_grad():
                 next(pl_module.parameters()).view(-1)[0] = self.value
+
+
+class Crash(L.Callback):
+    """Raise RuntimeError at the start of epoch `epoch` when the learning rate is `lr`
+    (so one run of a learning-rate sweep crashes)."""
+
+    def __init__(self, lr: float, epoch: int = 1) -> None:
+        self.lr, self.epoch = lr, epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        if trainer.current_epoch == self.epoch and math.isclose(lr, self.lr):
+            raise RuntimeError(f"injected crash at lr={lr}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import faults_on_path  # noqa: F401 - autouse: subprocesses import faults
 
 from aelab.outcome import summarize_outcome, sweep_statuses
 from aelab.reliability import divergence_causes
@@ -86,18 +87,35 @@ def test_divergence_alone_exits_3_and_a_sweep_carries_on(tmp_path):
     assert "aelab: training diverged: the training loss became" in single.stderr
     assert json.loads((tmp_path / "single" / "metrics.json").read_text())["status"] == "diverged"
 
-    # lr=10 diverges, lr=0.01 completes, lr=-1 is refused: each recorded, the sweep goes on
-    sweep = run_cli("-m", *SMALL, *DIVERGES[:-2], "trainer.max_epochs=4",
-                    "optimizer.lr=10,0.01,-1", "hydra.sweep.dir=sweep", cwd=tmp_path)
-    statuses = {
-        folder.name.split("optimizer.lr=")[1].split(",")[0]: status
-        for folder, (status, _) in sweep_statuses(tmp_path / "sweep").items()
+    # lr=10 diverges, lr=0.02 crashes in epoch 1, lr=-1 is refused, lr=0.01 completes:
+    # each is recorded in its own folder and the sweep goes on to the end
+    crash = ["+callbacks.crash._target_=faults.Crash", "+callbacks.crash.lr=0.02"]
+    sweep = run_cli("-m", *SMALL, *DIVERGES[:-2], *crash, "trainer.max_epochs=4",
+                    "optimizer.lr=10,0.02,-1,0.01", "hydra.sweep.dir=sweep",
+                    "hydra.sweep.subdir=${hydra.job.num}", cwd=tmp_path)  # names too long else
+    runs = {
+        json.loads((folder / "metrics.json").read_text())["overrides"][-1]: (status, error)
+        for folder, (status, error) in sweep_statuses(tmp_path / "sweep").items()
     }
-    assert statuses == {"10": "diverged", "0.01": "completed", "-1": "failed"}
-    assert sweep.returncode == 1  # a run failed; diverged alone would exit 0
-    assert "1 run(s) of the sweep failed" in sweep.stderr
-    assert "optimizer.lr=-1 must be a positive number" in sweep.stderr
-    assert "1 completed, 1 diverged, 1 failed" in sweep.stdout + sweep.stderr
+    runs = {key.removeprefix("optimizer.lr="): value for key, value in runs.items()}
+    assert {lr: status for lr, (status, _) in runs.items()} == {
+        "10": "diverged", "0.02": "failed", "-1": "failed", "0.01": "completed"}
+    assert runs["0.02"][1] == "RuntimeError: injected crash at lr=0.02"
+    assert runs["-1"][1].startswith("ConfigError: optimizer.lr=-1 must be a positive number")
+    assert sweep.returncode == 1  # runs failed; diverged alone would exit 0
+    assert "2 run(s) of the sweep failed" in sweep.stderr
+    assert "1 completed, 1 diverged, 2 failed" in sweep.stdout + sweep.stderr
+
+
+def test_a_crash_records_failed_and_propagates(tmp_path):
+    folder = tmp_path / "run"
+    crash = ["+callbacks.crash._target_=faults.Crash", "+callbacks.crash.lr=0.001"]
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run(compose_config([*SMALL, "trainer.max_epochs=3", *crash], folder))
+    result = json.loads((folder / "metrics.json").read_text())
+    assert result["status"] == "failed"
+    assert result["error"] == "RuntimeError: injected crash at lr=0.001"
+    assert result["checkpoint"] == "last.ckpt" and not (folder / ".aelab.lock").exists()
 
 
 def test_sweep_outcome_counts_statuses_and_flags_failures(tmp_path):
