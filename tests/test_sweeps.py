@@ -221,6 +221,33 @@ def test_submitit_local_grid_then_summary(tmp_path):
     assert (tmp_path / "sweep" / ".submitit").is_dir()  # the jobs went through submitit
 
 
+def test_slurm_launcher_config_reaches_sbatch(tmp_path, monkeypatch):
+    """hydra/launcher=slurm without a cluster: stand-ins for srun and sbatch keep the script
+    that submitit hands to sbatch, then refuse it (so nothing waits for a queue)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/sh\nfor last; do :; done\ncp "$last" "$SBATCH_COPY"\n'
+        'echo "sbatch: test double" >&2\nexit 1\n'
+    )
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SBATCH_COPY", str(tmp_path / "sbatch.sh"))
+    proc = run_cli(
+        "-m", *GRID, *TINY, "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=120", "hydra.launcher.gpus_per_node=1",
+        "hydra.launcher.array_parallelism=2", "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )
+    assert proc.returncode == 1 and "sbatch: test double" in proc.stderr
+    script = (tmp_path / "sbatch.sh").read_text()
+    for line in ("--array=0-3%2", "--partition=gpu", "--time=120", "--gpus-per-node=1",
+                 "--cpus-per-task=2", "--job-name=aelab"):
+        assert f"#SBATCH {line}\n" in script
+    assert "export OMP_NUM_THREADS=2\n" in script
+
+
 # ------------------------------------------------------------------ failures and resume
 
 
