@@ -193,6 +193,30 @@ def _diagnostics(trainer: Any, diverged: str | None = None) -> dict[str, Any]:
     return found[0].summary(diverged) if found else {}
 
 
+def _resume_hint(out_dir: Path) -> str:
+    """How to continue this run: the same command with resume=true in the same folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return f"resume=true and the same paths.output_dir={out_dir}"
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return f"the same sweep command plus resume=true hydra.sweep.dir={hydra_cfg.sweep.dir}"
+    return f"the same command plus resume=true hydra.run.dir={out_dir}"
+
+
+def _is_tensorboard(logger_cfg: DictConfig) -> bool:
+    """True when the logger config builds a TensorBoardLogger (whose kwargs reach SummaryWriter)."""
+    from hydra.utils import get_class
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    try:
+        return issubclass(get_class(str(logger_cfg.get("_target_"))), TensorBoardLogger)
+    except Exception:  # not a class: instantiate will say what is wrong
+        return False
+
+
 def _run(
     cfg: DictConfig,
     choices: dict[str, str],
@@ -227,7 +251,7 @@ def _run(
     parts = build(cfg)
 
     logger_cfg = cfg.get("logger")
-    if logger_cfg and resume_from is not None and "TensorBoard" in str(logger_cfg.get("_target_")):
+    if logger_cfg and resume_from is not None and _is_tensorboard(logger_cfg):
         # hide the killed attempt's events after the checkpoint: TensorBoard shows one curve
         logger = instantiate(logger_cfg, purge_step=resume_step)
     else:
@@ -281,8 +305,7 @@ def _run(
             raise
         message = (
             f"interrupted ({signal.Signals(code - 128).name}) at epoch {trainer.current_epoch}; "
-            f"{describe_checkpoint(out_dir)}. Continue with the same command plus resume=true "
-            f"hydra.run.dir={out_dir}"
+            f"{describe_checkpoint(out_dir)}. Continue with {_resume_hint(out_dir)}."
         )
         log.warning("%s", message)
         _record(out_dir, cfg, choices, started, "interrupted", error=message,
