@@ -40,7 +40,7 @@ def explained_variance(
 
 def variance_ratio(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """R = sum_j Var_n(y_nj) / sum_j Var_n(x_nj): 0 for any constant output, 1 when perfect."""
-    return pred.var(dim=0, unbiased=False).sum() / target.var(dim=0, unbiased=False).sum()
+    return (pred - pred.mean(0)).square().sum() / (target - target.mean(0)).square().sum()
 
 
 def mean_image_distance(
@@ -50,19 +50,33 @@ def mean_image_distance(
     return (pred - mean_image).square().sum() / (target - mean_image).square().sum()
 
 
+def target_entropy(target: torch.Tensor) -> torch.Tensor:
+    """Mean binary entropy of the targets (clamped to [0, 1]): the floor of the BCE."""
+    return binary_entropy(target.clamp(0, 1)).mean()
+
+
 def bce_excess(
-    pred: torch.Tensor, target: torch.Tensor, logits: torch.Tensor | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    logits: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean BCE minus the mean binary entropy of the targets (the per-pixel KL, >= 0).
 
     0 at a perfect reconstruction whatever the targets' grey levels; the BCE is scored
     as `aelab.metrics.pixel_bce` does (exact from logits when given, else clamped).
+    `entropy`: `target_entropy(target)`, when already computed.
     """
-    return pixel_bce(pred, target, logits) - binary_entropy(target.clamp(0, 1)).mean()
+    floor = target_entropy(target) if entropy is None else entropy
+    return pixel_bce(pred, target, logits) - floor
 
 
 def blob_metrics(
-    pred: torch.Tensor, target: torch.Tensor, mean_image: torch.Tensor
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mean_image: torch.Tensor,
+    logits: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """EV, R, D, MSE and BCE excess of one prediction, keyed by short name."""
     return {
@@ -70,7 +84,7 @@ def blob_metrics(
         "r": variance_ratio(pred, target),
         "d": mean_image_distance(pred, target, mean_image),
         "mse": (pred - target).square().mean(),
-        "bce_excess": bce_excess(pred, target),
+        "bce_excess": bce_excess(pred, target, logits, entropy),
     }
 
 
@@ -147,13 +161,27 @@ def input_dependence(act: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- updates
 
 
-def update_ratio(w: torch.Tensor, w_prev: torch.Tensor) -> torch.Tensor:
-    """Realised update ratio ||W_t - W_{t-1}||_F / ||W_{t-1}||_F of one optimiser step.
+def frobenius_norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """||T||_F of each tensor (one fused call: cheap enough for every optimiser step)."""
+    return list(torch._foreach_norm(list(tensors)))
 
-    Equal to lr ||dL/dW|| / ||W|| for plain SGD; for Adam and others it is the step
-    actually taken. Healthy training sits around 1e-3.
+
+def update_ratios(
+    weights: Sequence[torch.Tensor], previous: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """Realised update ratio ||W_t - W_{t-1}||_F / ||W_{t-1}||_F of one optimiser step, per layer.
+
+    Equal to lr ||dL/dW|| / ||W|| for plain SGD; for Adam and the others it is the step
+    actually taken (lr ||dL/dW|| is not). Around 1e-3 is the textbook healthy value.
     """
-    return torch.linalg.vector_norm(w - w_prev) / torch.linalg.vector_norm(w_prev)
+    previous = list(previous)
+    steps = torch._foreach_sub(list(weights), previous)
+    return list(torch._foreach_div(torch._foreach_norm(steps), torch._foreach_norm(previous)))
+
+
+def update_ratio(w: torch.Tensor, w_prev: torch.Tensor) -> torch.Tensor:
+    """`update_ratios` of one layer."""
+    return update_ratios([w], [w_prev])[0]
 
 
 # ---------------------------------------------------------------- verdict
@@ -198,8 +226,8 @@ def verdict(
     finite (NaN or inf weights or outputs);
     `collapsed`: `collapse/norm_ratio/W1` < collapse_norm_ratio, or
     `collapse/shrunk_units/W1` > collapse_shrunk_fraction;
-    `frozen`: every `collapse/change/*` < frozen_change and the mean of the final
-    `units/saturation/h*` > frozen_saturation;
+    `frozen`: every `collapse/change/*` < frozen_change and the most saturated hidden
+    layer has more than frozen_saturation of its `units/saturation/h*` in the tails;
     `blob`: final `blob/ev` < blob_ev; otherwise `healthy`.
     """
     t = thresholds
@@ -220,13 +248,17 @@ def verdict(
             f"{shrunk:.0%} of first-layer units shrank (> {t.collapse_shrunk_fraction:.0%})"
         )
     changes = [v[-1] for k, v in history.items() if k.startswith("collapse/change/") and v]
-    saturation = [v[-1] for k, v in history.items() if k.startswith("units/saturation/h") and v]
+    saturation = {
+        k.rsplit("/", 1)[1]: v[-1]
+        for k, v in history.items()
+        if k.startswith("units/saturation/h") and v
+    }
     if changes and saturation:
-        moved, sat = max(changes), sum(saturation) / len(saturation)
-        if moved < t.frozen_change and sat > t.frozen_saturation:
+        moved, layer = max(changes), max(saturation, key=saturation.get)
+        if moved < t.frozen_change and saturation[layer] > t.frozen_saturation:
             return "frozen", (
                 f"weights moved <= {moved:.3g} of their initial norm (< {t.frozen_change:g}) "
-                f"with {sat:.0%} of hidden units saturated (> {t.frozen_saturation:.0%})"
+                f"with {saturation[layer]:.0%} of {layer} saturated (> {t.frozen_saturation:.0%})"
             )
     ev = _last(history, "blob/ev")
     if ev is not None and ev < t.blob_ev:

@@ -56,7 +56,8 @@ def test_half_way_to_the_mean_image(images):
 
 def test_variance_ratio_of_any_constant_is_zero(images):
     target, _ = images
-    assert float(dg.variance_ratio(torch.full_like(target, 0.3), target)) == 0.0
+    constant = torch.full_like(target, 0.3)
+    assert float(dg.variance_ratio(constant, target)) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_binary_entropy_values():
@@ -165,6 +166,14 @@ def test_update_ratio():
     assert float(dg.update_ratio(w_prev, w_prev)) == 0.0
 
 
+def test_per_layer_norms_and_update_ratios():
+    layers = [torch.full((3, 4), 0.5), torch.full((2, 2), -3.0)]  # norms sqrt(12)/2 and 6
+    norms = dg.frobenius_norms(layers)
+    assert [float(n) for n in norms] == pytest.approx([math.sqrt(12) / 2, 6.0])
+    stepped = [layers[0] * 1.01, layers[1] - 0.06]  # steps of 1% and 0.12 / 6 = 2%
+    assert [float(r) for r in dg.update_ratios(stepped, layers)] == pytest.approx([0.01, 0.02])
+
+
 # ---------------------------------------------------------------- verdict
 
 
@@ -219,8 +228,10 @@ def test_verdict_frozen():
         blob__ev=[-0.5, -0.4, -0.4],
     )
     name, reason = dg.verdict(history(**frozen))
-    assert name == "frozen" and "80%" in reason
-    not_saturated = frozen | dict(units__saturation__h1=[0.1] * 3, units__saturation__h2=[0.0] * 3)
+    assert name == "frozen" and "90% of h1" in reason
+    one_layer = frozen | dict(units__saturation__h1=[0.1] * 3)  # h2 still 70% in the tails
+    assert dg.verdict(history(**one_layer))[0] == "frozen"
+    not_saturated = frozen | dict(units__saturation__h1=[0.1] * 3, units__saturation__h2=[0.4] * 3)
     assert dg.verdict(history(**not_saturated))[0] == "blob"
     moved = frozen | dict(collapse__change__W2=[0.0, 0.1, 0.2])
     assert dg.verdict(history(**moved))[0] == "blob"

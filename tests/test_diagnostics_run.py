@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from aelab.diagnostics import VERDICTS
 from aelab.train import run
+
 from conftest import TINY
 
 LAYERS = ("W1", "W2", "W3", "W4")  # the seed network: 784-100-50-100-784
