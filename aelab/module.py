@@ -59,15 +59,24 @@ class Autoencoder(L.LightningModule):
         objective = self.loss_fn.reduce(per_pixel)
         if self.l2_penalty:
             objective = objective + self.l2_penalty * self.l2()
-        self.log(
-            "train/loss",
-            per_pixel.detach().mean(),
-            on_step=True,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(batch),
-        )
+        self._log_train_loss(per_pixel.detach().mean(), len(batch), batch_idx)
         return objective
+
+    def _log_train_loss(self, loss: torch.Tensor, n: int, batch_idx: int) -> None:
+        """`train/loss_step` every `log_every_n_steps` steps and the epoch mean `train/loss` at
+        the epoch's last batch: a running sum on the device instead of a log call per step."""
+        trainer = self._trainer
+        if trainer is None:  # a bare training_step (tests)
+            self.log("train/loss", loss)
+            return
+        if batch_idx == 0:
+            self._loss_sum, self._seen = torch.zeros_like(loss), 0
+        self._loss_sum += loss * n
+        self._seen += n
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        if batch_idx == trainer.num_training_batches - 1:
+            self.log("train/loss", self._loss_sum / self._seen, on_step=False, on_epoch=True)
 
     def _evaluate(self, batch: torch.Tensor, stage: str) -> None:
         logits, recon = self(batch)

@@ -30,7 +30,7 @@ def test_run_folder_holds_config_events_checkpoint_metrics(synthetic_run):
 def test_events_hold_curves_images_and_real_hparams(synthetic_run):
     acc = load_events(synthetic_run)
     scalars = set(acc.Tags()["scalars"])
-    assert {"train/loss_epoch", "val/loss", "val/mse", "val/bce"} <= scalars
+    assert {"train/loss", "val/loss", "val/mse", "val/bce"} <= scalars
     assert len(acc.Scalars("val/mse")) == 2
     assert len(acc.Images("reconstructions")) == 2  # one grid per epoch
     image = acc.Images("reconstructions")[-1]
