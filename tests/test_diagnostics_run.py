@@ -80,7 +80,9 @@ def test_weight_histograms_and_filter_grid(sigmoid_run):
     assert {f"collapse/weights/{w}" for w in LAYERS} <= set(acc.Tags()["histograms"])
     hist = acc.Histograms("collapse/weights/W1")
     assert [h.step for h in hist] == [0, 1, 2]
-    assert hist[0].histogram_value.num == 100 * 784
+    h0 = hist[0].histogram_value
+    assert h0.num == sum(h0.bucket) == 100 * 784
+    assert -1 / 28 <= h0.min < -0.035 and 0.035 < h0.max <= 1 / 28  # PyTorch's U(+-1/sqrt(784))
     images = acc.Images("collapse/W1_filters")
     assert [i.step for i in images] == [0, 1, 2]
     assert (images[0].width, images[0].height) == (10 * 30, 10 * 30)  # 100 tiles of 28 + pad
