@@ -75,7 +75,8 @@ class Autoencoder(L.LightningModule):
         self._seen += n
         if trainer.global_step % trainer.log_every_n_steps == 0:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        if batch_idx == trainer.num_training_batches - 1:
+        last_of_run = 0 < trainer.max_steps <= trainer.global_step + 1
+        if batch_idx == trainer.num_training_batches - 1 or last_of_run:
             self.log("train/loss", self._loss_sum / self._seen, on_step=False, on_epoch=True)
 
     def _evaluate(self, batch: torch.Tensor, stage: str) -> None:

@@ -15,6 +15,7 @@ from aelab.config import compose_config
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("AELAB_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+os.environ["AELAB_DATA_DIR"] = str(DATA_DIR)  # in-process configs and the CLI see one root
 
 # a tiny synthetic run: seconds, no files needed
 TINY = [
