@@ -280,5 +280,39 @@ def test_callback_state_survives_a_checkpoint():
 def test_callback_rejects_bad_knobs():
     with pytest.raises(ConfigError, match="every_n_epochs"):
         Diagnostics(every_n_epochs=0)
-    with pytest.raises(ConfigError, match="update_every"):
-        Diagnostics(update_every=0)
+    with pytest.raises(ConfigError, match="sample_every"):
+        Diagnostics(sample_every=0)
+
+
+def test_callback_averages_gradient_norms_and_updates_over_sampled_steps():
+    """Steps with known gradients and known updates, fed through the per-step hooks."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    linears = nn.ModuleList([nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False)])
+    module = SimpleNamespace(net=SimpleNamespace(linears=linears))
+    for lin in linears:
+        nn.init.constant_(lin.weight, 1.0)  # ||W|| = 2
+
+    def run_steps(cb: Diagnostics, n: int) -> None:
+        for step in range(1, n + 1):
+            for lin in linears:
+                lin.weight.grad = torch.full((2, 2), float(step))  # ||g|| = 2 * step
+            cb.on_before_optimizer_step(None, module, None)
+            with torch.no_grad():
+                for lin in linears:
+                    lin.weight.mul_(1 + 0.01 * step)  # realised update ratio 0.01 * step
+            cb.on_train_batch_end(None, module, None, None, step - 1)
+
+    every = Diagnostics(sample_every=1)
+    run_steps(every, 4)
+    assert [float(g) / every._grad_steps for g in every._grad_sum] == pytest.approx([5.0, 5.0])
+    ratios = [float(r) / every._update_steps for r in every._update_sum]
+    assert ratios == pytest.approx([0.025, 0.025], rel=1e-4)  # mean of 0.01 .. 0.04
+
+    sampled = Diagnostics(sample_every=2)
+    run_steps(sampled, 4)  # steps 1 and 3 are measured
+    assert sampled._grad_steps == sampled._update_steps == 2
+    assert float(sampled._grad_sum[0]) / 2 == pytest.approx(4.0)  # (2 + 6) / 2
+    assert float(sampled._update_sum[1]) / 2 == pytest.approx(0.02, rel=1e-4)  # (.01 + .03) / 2

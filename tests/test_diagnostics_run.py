@@ -130,3 +130,28 @@ def test_relu_units_every_n_epochs_and_no_logger(make_config, tmp_path):
 def test_diagnostics_can_be_switched_off(make_config):
     result = run(make_config(*TINY, "~callbacks.diagnostics"))
     assert "verdict" not in result and "diagnostics" not in result
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss=mse"],
+        ["loss=bce"],
+        ["loss=continuous_bernoulli"],
+        ["normalization=symmetric", "activation=tanh"],
+        ["normalization=standard", "activation=relu"],
+    ],
+)
+def test_probe_prediction_is_what_reconstruct_returns(make_config, overrides):
+    """The callback reuses the traced forward pass; it must give reconstruct()'s prediction."""
+    import torch
+
+    from aelab.build import build
+    from aelab.diagnostics_callback import Diagnostics
+
+    parts = build(make_config(*TINY, *overrides))
+    x = parts.data.probe(32)
+    with torch.no_grad():
+        pre, post = parts.net.trace(x)
+        pred = Diagnostics.prediction(parts.module, pre[-1], post[-1])
+        assert torch.equal(pred, parts.module.reconstruct(x))
