@@ -197,7 +197,7 @@ class Thresholds:
     collapse_norm_ratio: float = 0.5  # collapsed when ||W1||/||W1(0)|| falls below this ...
     collapse_shrunk_fraction: float = 0.5  # ... or this fraction of first-layer units shrank
     frozen_change: float = 0.05  # frozen when every layer moved less than this from init ...
-    frozen_saturation: float = 0.5  # ... and the hidden units are saturated at least this much
+    frozen_saturation: float = 0.5  # ... and the most saturated hidden layer is above this
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, float] | None) -> Thresholds:
