@@ -216,7 +216,21 @@ class GaussianNLL(ReconstructionLoss):
 # ---------------------------------------------------------------------------
 
 
-class NaivePositiveCrossEntropy(ReconstructionLoss):
+class _ClampedProbabilityLoss(ReconstructionLoss):
+    """Base of the 2017 probability-space losses: sigmoid outputs clamped at `eps` (0: none)."""
+
+    target_range = UNIT
+    output_activation = "sigmoid"
+    max_eps = 1.0  # eps must lie in [0, max_eps)
+
+    def __init__(self, eps: float, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if not 0 <= eps < self.max_eps:
+            raise ConfigError(f"loss.eps={eps} must be in [0, {self.max_eps:g}).")
+        self.eps = eps
+
+
+class NaivePositiveCrossEntropy(_ClampedProbabilityLoss):
     """H4 (a mistake): the tutorial cross-entropy -t log p, the positive term only.
 
     p is the sigmoid output, clamped to [eps, 1] as `tf.log(tf.clip_by_value(y, 1e-10, 1.0))`
@@ -226,14 +240,10 @@ class NaivePositiveCrossEntropy(ReconstructionLoss):
     """
 
     name = "bce_naive_positive"
-    target_range = UNIT
-    output_activation = "sigmoid"
+    max_eps = 1.0
 
     def __init__(self, eps: float = 1e-10, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        if not 0 <= eps < 1:
-            raise ConfigError(f"loss.eps={eps} must be in [0, 1).")
-        self.eps = eps
+        super().__init__(eps, reduction)
 
     def per_pixel(self, logits, recon, target):
         p = recon.clamp(self.eps, 1.0) if self.eps else recon
@@ -256,7 +266,7 @@ class DoubleSigmoidBCE(ReconstructionLoss):
         return F.binary_cross_entropy_with_logits(recon, target, reduction="none")
 
 
-class ClampedProbabilityBCE(ReconstructionLoss):
+class ClampedProbabilityBCE(_ClampedProbabilityLoss):
     """H6 (a mistake): BCE on float32 probabilities, -[x log p + (1 - x) log(1 - p)].
 
     p is the sigmoid output clamped to [eps, 1 - eps] as TensorFlow/Keras did
@@ -267,14 +277,10 @@ class ClampedProbabilityBCE(ReconstructionLoss):
     """
 
     name = "bce_clamped_probs"
-    target_range = UNIT
-    output_activation = "sigmoid"
+    max_eps = 0.5
 
     def __init__(self, eps: float = 1e-7, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        if not 0 <= eps < 0.5:
-            raise ConfigError(f"loss.eps={eps} must be in [0, 0.5).")
-        self.eps = eps
+        super().__init__(eps, reduction)
 
     def per_pixel(self, logits, recon, target):
         p = recon.clamp(self.eps, 1 - self.eps) if self.eps else recon
