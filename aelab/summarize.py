@@ -1,7 +1,7 @@
 """Summarise a sweep from its run folders: one table (CSV, Markdown, printed) and two plots.
 
     python -m aelab.summarize DIR [--metric test/mse] [--x loss] [--y activation]
-                                  [--curve val/mse] [--out FOLDER]
+                                  [--curve val/mse] [--out FOLDER] [--columns M1,M2,...]
 
 Every folder under DIR holding `.hydra/` or `metrics.json` is a run. Only those files are
 read: `metrics.json` (status, final val/test metrics, verdict, diagnostics, history) and
@@ -415,6 +415,21 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def _shown(
+    rows: Sequence[dict[str, Any]],
+    known: Sequence[str],
+    metrics: Sequence[str] | None,
+    hidden: Sequence[str] = (),
+) -> list[str]:
+    """Table columns to show: all but `hidden`, or the non-metric ones (of the `known`
+    metrics) followed by `metrics` (each with its std column where there is one)."""
+    every = [c for c in _columns(rows) if c not in hidden]
+    if metrics is None:
+        return every
+    lead = [c for c in every if c not in known and not c.endswith(" std")]
+    return lead + [c for m in metrics for c in (m, f"{m} std") if c in every]
+
+
 def summarize(
     root: str | Path,
     metric: str = DEFAULT_METRIC,
@@ -422,11 +437,14 @@ def summarize(
     y: str | None = None,
     curve: str = DEFAULT_CURVE,
     out: str | Path | None = None,
+    columns: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Write the tables and plots of the runs under `root` to `out` (default: `root`).
 
+    `columns` (metric names) narrows the Markdown tables to the axes, the status and those
+    metrics; the CSV files keep every column.
     Returns {"runs", "axes", "fixed", "rows", "grouped", "files", "markdown"}. Raises
-    ValueError when there is no run, or when `x`/`y` is not an axis.
+    ValueError when there is no run, when `x`/`y` is not an axis or a column is no metric.
     """
     root = Path(root)
     out = Path(out) if out is not None else root
@@ -441,12 +459,20 @@ def summarize(
         free = [k for k in [*(k for k in keys if k != SEED), SEED] if k in keys and k not in (x, y)]
         x = x if x is not None else (free.pop(0) if free else None)
         y = y if y is not None else (free.pop(0) if free else None)
+    known = metric_columns(runs)
+    if columns is not None:
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise ValueError(
+                f"--columns {','.join(unknown)}: no such metric; these runs have "
+                f"{', '.join(known)}"
+            )
     out.mkdir(parents=True, exist_ok=True)
     rows = table(runs, keys)
     grouped = group_over_seeds(runs, keys)
     fixed = fixed_overrides(runs, keys)
     files = [write_csv(rows, out / "summary.csv")]
-    markdown = to_markdown(rows, [c for c in _columns(rows) if c != "folder"])
+    markdown = to_markdown(rows, _shown(rows, known, columns, ["folder"]))
     if fixed:
         markdown = (
             "Every run: " + " ".join(f"{k}={v}" for k, v in fixed.items()) + "\n\n" + markdown
@@ -455,7 +481,7 @@ def summarize(
     files.append(out / "summary.md")
     if grouped:
         files.append(write_csv(grouped, out / "summary_seeds.csv"))
-        seeds_md = to_markdown(grouped)
+        seeds_md = to_markdown(grouped, _shown(grouped, known, columns))
         (out / "summary_seeds.md").write_text(seeds_md)
         files.append(out / "summary_seeds.md")
         markdown += "\nMean ± std over seeds (completed runs):\n\n" + seeds_md
@@ -488,11 +514,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--y", help="heatmap rows: an axis (default: the second)")
     parser.add_argument("--curve", default=DEFAULT_CURVE, help="history key to plot (val/mse)")
     parser.add_argument("--out", type=Path, help="where to write (default: DIR)")
+    parser.add_argument(
+        "--columns",
+        help="comma-separated metrics the Markdown tables show (default: all; CSV: all), "
+        "e.g. test/mse,diagnostics/blob/ev,diagnostics/collapse/norm_ratio/W1,verdict",
+    )
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.error(f"{args.dir} is not a folder")
     try:
-        result = summarize(args.dir, args.metric, args.x, args.y, args.curve, args.out)
+        columns = args.columns.split(",") if args.columns else None
+        result = summarize(args.dir, args.metric, args.x, args.y, args.curve, args.out, columns)
     except ValueError as exc:
         print(f"aelab.summarize: error: {exc}", file=sys.stderr)
         return 2

@@ -136,6 +136,22 @@ def test_command_writes_tables_and_plots(seeds_sweep, capsys):
     assert_png(seeds_sweep / "curves_val_mse.png")
 
 
+def test_columns_narrow_the_markdown_tables_and_keep_the_csv_whole(seeds_sweep, capsys):
+    assert main([str(seeds_sweep), "--columns", "test/mse,val/bce"]) == 0
+    seeds_md = (seeds_sweep / "summary_seeds.md").read_text().splitlines()
+    assert seeds_md[0] == "| loss | runs | completed | status | test/mse | val/bce |"
+    assert seeds_md[2] == "| bce | 3 | 3 | 3 completed | 0.2 ± 0.1 | 0.5 ± 0 |"
+    per_run = (seeds_sweep / "summary.md").read_text()
+    assert "| loss | seed | status | test/mse | val/bce |" in per_run and "test/bce" not in per_run
+    with open(seeds_sweep / "summary.csv", newline="") as f:
+        assert "test/bce" in next(csv.reader(f))
+    capsys.readouterr()
+    assert main([str(seeds_sweep), "--columns", "test/mse,test/msee"]) == 2
+    assert "--columns test/msee: no such metric; these runs have test/mse" in (
+        capsys.readouterr().err
+    )
+
+
 def test_command_refuses_an_unknown_axis_and_an_empty_folder(seeds_sweep, tmp_path, capsys):
     assert main([str(seeds_sweep), "--x", "activation"]) == 2
     assert "not an axis of these runs (loss, seed)" in capsys.readouterr().err
