@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> float | None:
     except AelabError as exc:
         log.error("%s", exc)
         if multirun:
-            return None  # recorded as "failed" in its metrics.json; the sweep goes on
+            return None  # recorded ("refused" or "failed") in its metrics.json; the sweep goes on
         print(f"aelab: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_REFUSED)
     except Exception:

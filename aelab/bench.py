@@ -1,9 +1,11 @@
 """Benchmarks, each a ratio of two times measured in the same run: `python -m aelab.bench`.
 
-    python -m aelab.bench                # epoch, textbook pipeline, diagnostics, start-up, memory
+    python -m aelab.bench                # every figure but the sweep (about 5 minutes on 2 cores)
     python -m aelab.bench --only epoch   # one figure
     python -m aelab.bench --sweep        # also the 8-run MNIST grid, sequential vs joblib
 
+Timed runs are repeated (--repeat) and interleaved, the two sides of a ratio alternating,
+and each side's median is reported, so that a burst of load on a shared machine hits both.
 No figure is asserted: the script prints them (with the CPU count, torch version and device).
 """
 
@@ -25,6 +27,7 @@ from torch import nn
 
 from aelab.config import compose_config
 
+FIGURES = ("epoch", "fastpath", "textbook", "diagnostics", "startup", "launch")
 SEED_NET = ["model.hidden=[100,50]", "activation=sigmoid", "loss=mse", "optimizer=adam"]
 
 
@@ -57,13 +60,14 @@ def aelab_epochs(overrides: list[str], epochs: int) -> list[float]:
 
 def hand_loop_epochs(train: torch.Tensor, val: torch.Tensor, batch_size: int,
                      epochs: int) -> list[float]:
-    """The baseline: the same net and optimiser in a plain PyTorch loop over the same tensors,
-    with a validation pass per epoch, no framework."""
+    """The baseline: the same net and optimiser (Adam, lr 1e-3, foreach as in
+    conf/optimizer/adam.yaml) in a plain PyTorch loop over the same tensors, with a
+    validation pass per epoch, no framework."""
     from aelab.nets import MLPAutoencoder
 
     torch.manual_seed(0)
     net = MLPAutoencoder(train.shape[1], [100, 50], nn.Sigmoid, "sigmoid").to(train.device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
     times = []
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -86,6 +90,16 @@ def steady(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
+def interleaved(ours: Callable[[], float], base: Callable[[], float],
+                repeat: int) -> tuple[float, float]:
+    """Medians of `repeat` alternating measurements of both sides."""
+    a, b = [], []
+    for _ in range(repeat):
+        a.append(ours())
+        b.append(base())
+    return statistics.median(a), statistics.median(b)
+
+
 def mnist_tensors(root: str) -> tuple[torch.Tensor, torch.Tensor]:
     from aelab.data import ImageData
     from aelab.normalization import Unit
@@ -94,16 +108,33 @@ def mnist_tensors(root: str) -> tuple[torch.Tensor, torch.Tensor]:
     return data.splits["train"].to(device()), data.splits["val"].to(device())
 
 
-def bench_epoch(root: str, epochs: int, batch_sizes: list[int]) -> float:
+def bench_epoch(root: str, epochs: int, repeat: int, batch_sizes: list[int]) -> None:
     train, val = mnist_tensors(root)
-    result = 0.0
     for bs in batch_sizes:
-        hand = steady(hand_loop_epochs(train, val, bs, epochs))
-        ours = steady(aelab_epochs([f"data.root={root}", f"data.batch_size={bs}"], epochs))
+        ours, hand = interleaved(
+            lambda bs=bs: steady(
+                aelab_epochs([f"data.root={root}", f"data.batch_size={bs}"], epochs)
+            ),
+            lambda bs=bs: steady(hand_loop_epochs(train, val, bs, epochs)),
+            repeat,
+        )
         report(f"epoch, batch {bs}", ours, hand, "aelab", "hand loop",
                "<= 1.15x" if bs == 128 else "")
-        result = ours if bs == 128 else result
-    return result
+
+
+def bench_fast_path(root: str, epochs: int, repeat: int) -> None:
+    """What the fast path saves: Lightning's automatic loop and per-tensor optimiser updates
+    (the straightforward path, same numbers) against the defaults."""
+    straightforward = ["optimization=automatic", "optimizer.foreach=false"]
+    for label, extra in [("automatic loop", straightforward[:1]),
+                         ("per-tensor Adam", straightforward[1:]),
+                         ("both", straightforward)]:
+        plain, fast = interleaved(
+            lambda extra=extra: steady(aelab_epochs([f"data.root={root}", *extra], epochs)),
+            lambda: steady(aelab_epochs([f"data.root={root}"], epochs)),
+            repeat,
+        )
+        report(f"epoch, {label} / fast path", plain, fast, "plain", "fast")
 
 
 def textbook_epoch(root: str) -> float:
@@ -138,15 +169,21 @@ def textbook_epoch(root: str) -> float:
         return time.perf_counter() - start
 
 
-def bench_textbook(root: str, epochs: int) -> None:
-    textbook = textbook_epoch(root)
-    ours = steady(aelab_epochs([f"data.root={root}"], epochs))
+def bench_textbook(root: str, epochs: int, repeat: int) -> None:
+    textbook, ours = interleaved(
+        lambda: textbook_epoch(root),
+        lambda: steady(aelab_epochs([f"data.root={root}"], epochs)),
+        repeat,
+    )
     report("epoch, textbook pipeline / aelab", textbook, ours, "textbook", "aelab", ">= 4x")
 
 
-def bench_diagnostics(root: str, epochs: int) -> None:
-    on = steady(aelab_epochs([f"data.root={root}"], epochs))
-    off = steady(aelab_epochs([f"data.root={root}", "~callbacks.diagnostics"], epochs))
+def bench_diagnostics(root: str, epochs: int, repeat: int) -> None:
+    on, off = interleaved(
+        lambda: steady(aelab_epochs([f"data.root={root}"], epochs)),
+        lambda: steady(aelab_epochs([f"data.root={root}", "~callbacks.diagnostics"], epochs)),
+        repeat,
+    )
     report("diagnostics on / off (batch 128)", on, off, "on", "off", "<= 1.10x")
 
 
@@ -206,18 +243,23 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("AELAB_DATA_DIR", "./data"))
     parser.add_argument("--epochs", type=int, default=3, help="epochs per timed run (>= 2)")
-    parser.add_argument("--only", choices=["epoch", "textbook", "diagnostics", "startup",
-                                           "launch"], action="append")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved measurements per figure (the median is reported)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 32, 512])
+    parser.add_argument("--only", choices=list(FIGURES), action="append")
     parser.add_argument("--sweep", action="store_true", help="also time the 8-run grid (minutes)")
     args = parser.parse_args(argv)
-    only = set(args.only or ["epoch", "textbook", "diagnostics", "startup", "launch"])
+    if args.epochs < 2 or args.repeat < 1:
+        parser.error("--epochs must be >= 2 (the first epoch is warm-up) and --repeat >= 1")
+    only = set(args.only or FIGURES)
     print(f"aelab bench: {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), device {device()}"
           + (f" {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), flush=True)
     steps: dict[str, Callable[[], object]] = {
-        "epoch": lambda: bench_epoch(args.data_root, args.epochs, [128, 32, 512]),
-        "textbook": lambda: bench_textbook(args.data_root, args.epochs),
-        "diagnostics": lambda: bench_diagnostics(args.data_root, args.epochs),
+        "epoch": lambda: bench_epoch(args.data_root, args.epochs, args.repeat, args.batch_sizes),
+        "fastpath": lambda: bench_fast_path(args.data_root, args.epochs, args.repeat),
+        "textbook": lambda: bench_textbook(args.data_root, args.epochs, args.repeat),
+        "diagnostics": lambda: bench_diagnostics(args.data_root, args.epochs, args.repeat),
         "startup": bench_startup,
         "launch": lambda: bench_launch_and_memory(args.data_root),
     }

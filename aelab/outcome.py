@@ -4,8 +4,9 @@ Each job of a multirun records its status in its own metrics.json and returns no
 so every launcher (basic, joblib) runs every job however they are batched. After the
 sweep, `SweepOutcome` (a Hydra callback) reads those files: it logs one line of counts,
 names the failed runs, and exits 1 if any run failed (status "failed", or a job folder
-with no metrics.json at all). Diverged runs do not fail a sweep: a learning rate that
-diverges is a result. No torch is imported here.
+with no metrics.json at all) or if every run was refused. Diverged runs and refused cells
+(a combination the lab refuses by design, such as bce on standardised data) do not fail
+a sweep: they are results. No torch is imported here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 log = logging.getLogger("aelab")
 
 FAILING = ("failed", "unfinished")
+REFUSED = "refused"
 
 
 def sweep_statuses(sweep_dir: Path) -> dict[Path, tuple[str, str]]:
@@ -41,13 +43,14 @@ def sweep_statuses(sweep_dir: Path) -> dict[Path, tuple[str, str]]:
 
 
 def summarize_outcome(statuses: dict[Path, tuple[str, str]]) -> tuple[str, list[str]]:
-    """One line of counts, and one line per failed run."""
+    """One line of counts, and one line per failed run (every run when all were refused)."""
     counts = Counter(status for status, _ in statuses.values())
     line = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
+    all_refused = bool(statuses) and set(counts) == {REFUSED}
     failures = [
         f"{folder.name}: {status}: {error.splitlines()[0] if error else ''}"
         for folder, (status, error) in statuses.items()
-        if status in FAILING
+        if status in FAILING or all_refused
     ]
     return line, failures
 

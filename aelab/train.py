@@ -105,7 +105,8 @@ def run(
 
     The run owns its folder while it runs (`RunFolderLock`). Invalid input raises an
     AelabError before anything is written but the log (`record_refusal=True`, in a
-    multirun, records it as status "failed" instead). With `resume=true` a finished
+    multirun, records it: status "refused" for a ConfigError, "failed" for missing data
+    or an unreadable checkpoint). With `resume=true` a finished
     run is skipped (its metrics returned) and a run with a `last.ckpt` continues from
     it. A non-finite loss returns status "diverged"; an unexpected exception records
     "failed" and propagates; SIGINT/SIGTERM record "interrupted" and raise SystemExit
@@ -131,8 +132,9 @@ def run(
         except RunFolderError:
             raise
         except AelabError as exc:
-            if record_refusal:
-                _record(out_dir, cfg, choices, started, "failed", error=exc, overrides=overrides)
+            if record_refusal:  # a combination refused by design is a result of the sweep
+                status = "refused" if isinstance(exc, ConfigError) else "failed"
+                _record(out_dir, cfg, choices, started, status, error=exc, overrides=overrides)
             raise
         except Exception as exc:
             _record(out_dir, cfg, choices, started, "failed", error=exc, overrides=overrides)

@@ -118,17 +118,33 @@ def test_a_crash_records_failed_and_propagates(tmp_path):
     assert result["checkpoint"] == "last.ckpt" and not (folder / ".aelab.lock").exists()
 
 
-def test_sweep_outcome_counts_statuses_and_flags_failures(tmp_path):
-    for name, metrics in [("a", {"status": "completed"}), ("b", {"status": "diverged"}),
-                          ("c", {"status": "failed", "error": "ConfigError: bad\nmore"}),
-                          ("d", None)]:
-        (tmp_path / name / ".hydra").mkdir(parents=True)
+def jobs(root, runs: dict) -> dict:
+    for name, metrics in runs.items():
+        (root / name / ".hydra").mkdir(parents=True)
         if metrics:
-            (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
-    line, failures = summarize_outcome(sweep_statuses(tmp_path))
-    assert line == "1 completed, 1 diverged, 1 failed, 1 unfinished"
-    assert failures == ["c: failed: ConfigError: bad",
+            (root / name / "metrics.json").write_text(json.dumps(metrics))
+    return sweep_statuses(root)
+
+
+def test_sweep_outcome_counts_statuses_and_flags_failures(tmp_path):
+    line, failures = summarize_outcome(jobs(tmp_path, {
+        "a": {"status": "completed"}, "b": {"status": "diverged"},
+        "c": {"status": "failed", "error": "DataError: bad\nmore"}, "d": None,
+        "e": {"status": "refused", "error": "ConfigError: loss=bce needs targets in [0, 1]"},
+    }))
+    assert line == "1 completed, 1 diverged, 1 failed, 1 refused, 1 unfinished"
+    assert failures == ["c: failed: DataError: bad",
                         "d: unfinished: no readable metrics.json (the job died or was refused)"]
+
+
+def test_a_sweep_whose_every_run_was_refused_fails(tmp_path):
+    line, failures = summarize_outcome(jobs(tmp_path, {
+        "a": {"status": "refused", "error": "ConfigError: optimizer.lr=-1 must be positive"},
+        "b": {"status": "refused", "error": "ConfigError: optimizer.lr=-2 must be positive"},
+    }))
+    assert line == "2 refused"
+    assert failures == ["a: refused: ConfigError: optimizer.lr=-1 must be positive",
+                        "b: refused: ConfigError: optimizer.lr=-2 must be positive"]
 
 
 @pytest.mark.parametrize(
