@@ -99,12 +99,12 @@ def test_divergence_alone_exits_3_and_a_sweep_carries_on(tmp_path):
     }
     runs = {key.removeprefix("optimizer.lr="): value for key, value in runs.items()}
     assert {lr: status for lr, (status, _) in runs.items()} == {
-        "10": "diverged", "0.02": "failed", "-1": "failed", "0.01": "completed"}
+        "10": "diverged", "0.02": "failed", "-1": "refused", "0.01": "completed"}
     assert runs["0.02"][1] == "RuntimeError: injected crash at lr=0.02"
     assert runs["-1"][1].startswith("ConfigError: optimizer.lr=-1 must be a positive number")
-    assert sweep.returncode == 1  # runs failed; diverged alone would exit 0
-    assert "2 run(s) of the sweep failed" in sweep.stderr
-    assert "1 completed, 1 diverged, 2 failed" in sweep.stdout + sweep.stderr
+    assert sweep.returncode == 1  # a run failed; diverged and refused alone would exit 0
+    assert "1 run(s) of the sweep failed" in sweep.stderr
+    assert "1 completed, 1 diverged, 1 failed, 1 refused" in sweep.stdout + sweep.stderr
 
 
 def test_a_crash_records_failed_and_propagates(tmp_path):
