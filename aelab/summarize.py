@@ -194,6 +194,15 @@ def _numbers(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
+def _stdev(numbers: Sequence[float]) -> float | None:
+    """Sample std; None for fewer than two values, nan when one is not finite (inf, nan)."""
+    if len(numbers) < 2:
+        return None
+    if not all(math.isfinite(x) for x in numbers):
+        return math.nan
+    return statistics.stdev(numbers)
+
+
 def _count(values: Iterable[Any]) -> str:
     counts: dict[str, int] = {}
     for v in values:
@@ -227,7 +236,7 @@ def group_over_seeds(
             numbers = _numbers(values)
             if numbers and len(numbers) == len(values):
                 row[m] = statistics.fmean(numbers)
-                row[f"{m} std"] = statistics.stdev(numbers) if len(numbers) > 1 else None
+                row[f"{m} std"] = _stdev(numbers)
             else:
                 row[m] = _count(values) if values else None
         rows.append(row)

@@ -87,6 +87,14 @@ def test_rows_follow_each_run_and_seeds_are_grouped_mean_std(seeds_sweep):
     assert "0.2 ± 0.1" in to_markdown([bce])
 
 
+def test_a_non_finite_metric_gives_a_non_finite_mean_not_an_error(tmp_path):
+    for seed, ratio in enumerate((math.inf, 2.0, 4.0)):
+        make_run(tmp_path, {"seed": seed}, completed(0.1, diagnostics={"ratio": ratio}))
+    [row] = group_over_seeds(load_runs(tmp_path))
+    assert row["diagnostics/ratio"] == math.inf and math.isnan(row["diagnostics/ratio std"])
+    assert row["test/mse"] == pytest.approx(0.1) and row["test/mse std"] == pytest.approx(0)
+
+
 def test_unfinished_and_other_statuses_are_listed_never_dropped(tmp_path):
     make_run(tmp_path, {"lr": "0.1"}, completed(0.1))
     make_run(tmp_path, {"lr": "0.2"}, None)  # .hydra, no metrics.json: died or still running
