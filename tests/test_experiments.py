@@ -51,6 +51,10 @@ CAUSES = {
         "model.output_activation": "sigmoid",
         "allow_out_of_range_targets": True,
     },
+    "seed_tutorial": {
+        "init._target_": "aelab.nets.init_normal", "init.std": 1.0, "init.bias": True,
+        "optimizer._target_": "torch.optim.RMSprop", "optimizer.lr": 0.01,
+    },
 }
 
 
