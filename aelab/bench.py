@@ -202,16 +202,33 @@ def bench_startup() -> None:
     report("start-up: --cfg job vs import torch", cfg, imports, "--cfg job", "import")
 
 
+# Runs `python -m aelab` and, at exit, writes the process's own peak RSS (VmHWM, in kB) to
+# the file named by AELAB_BENCH_HWM. (A child's ru_maxrss would not do: on Linux it starts
+# from the forking parent's peak, here the bench process's.)
+CHILD = """
+import atexit, os, runpy, sys
+def hwm():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM"))
+    with open(os.environ["AELAB_BENCH_HWM"], "w") as out:
+        out.write(kb)
+atexit.register(hwm)
+sys.argv = ["aelab", *sys.argv[1:]]
+runpy.run_module("aelab", run_name="__main__", alter_sys=True)
+"""
+
+
 def child_run(args: list[str], cwd: str) -> tuple[float, float]:
     """Run `python -m aelab ARGS`; return (wall seconds, peak RSS in MiB) of that process."""
+    hwm = Path(cwd) / "hwm.txt"
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "aelab", *args], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=cwd, text=True,
+                          env={**os.environ, "AELAB_BENCH_HWM": str(hwm)},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - start
-    if status != 0:
-        raise RuntimeError(proc.stderr.read().decode()[-2000:])
-    return wall, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return wall, int(hwm.read_text()) / 1024
 
 
 def bench_launch_and_memory(root: str) -> None:
@@ -225,6 +242,14 @@ def bench_launch_and_memory(root: str) -> None:
     report("launch to first training step", first - launched, imports, "aelab", "import torch")
     dataset_mib = 70_000 * 784 * 4 / 2**20
     report("peak RSS of a 1-epoch MNIST run", rss, dataset_mib, "RSS", "float32 MNIST", unit="MiB")
+    with tempfile.TemporaryDirectory() as cwd:
+        hwm = Path(cwd) / "hwm.txt"
+        code = CHILD.replace('runpy.run_module("aelab", run_name="__main__", alter_sys=True)',
+                             "import torch, lightning")
+        subprocess.run([sys.executable, "-c", code], check=True,
+                       env={**os.environ, "AELAB_BENCH_HWM": str(hwm)})
+        libraries = int(hwm.read_text()) / 1024
+    report("  of which import torch, lightning", libraries, rss, "import", "run", unit="MiB")
     print(f"{'':<38} (whole run {wall:.1f} s)")
 
 
@@ -242,13 +267,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=os.environ.get("AELAB_DATA_DIR", "./data"))
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed run (>= 2)")
+    parser.add_argument("--epochs", type=int, default=4,
+                        help="epochs per timed run (>= 2; the first is warm-up)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="interleaved measurements per figure (the median is reported)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 32, 512])
     parser.add_argument("--only", choices=list(FIGURES), action="append")
     parser.add_argument("--sweep", action="store_true", help="also time the 8-run grid (minutes)")
     args = parser.parse_args(argv)
+    args.data_root = str(Path(args.data_root).resolve())  # the child runs start elsewhere
     if args.epochs < 2 or args.repeat < 1:
         parser.error("--epochs must be >= 2 (the first epoch is warm-up) and --repeat >= 1")
     only = set(args.only or FIGURES)

@@ -58,7 +58,7 @@ class MLPAutoencoder(nn.Module):
         self.code_layer = len(hidden) - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for linear, act in zip(self.linears[:-1], self.activations):
+        for linear, act in zip(self.linears, self.activations):  # all but the output layer
             x = act(linear(x))
         return self.linears[-1](x)
 

@@ -13,6 +13,8 @@ import os
 import signal
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,22 @@ def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     return params
 
 
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+@contextmanager
+def restored_env(name: str) -> Iterator[None]:
+    """Put environment variable `name` back as it was (or absent) on leaving."""
+    before = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def quiet_lightning() -> None:
     """Route Lightning's messages through Hydra's log once (no duplicates, no tips)."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -128,7 +146,8 @@ def run(
             refuse_used_folder(out_dir)
         overrides = list(overrides or [])
         try:
-            return _run(cfg, choices, overrides, out_dir, started)
+            with restored_env(NVML_CHECK):
+                return _run(cfg, choices, overrides, out_dir, started)
         except RunFolderError:
             raise
         except AelabError as exc:
@@ -278,6 +297,12 @@ def _run(
             f"trainer: Lightning refuses these trainer options ({first}); change the trainer.* "
             f"option it names (see conf/trainer/default.yaml)."
         ) from None
+
+    if trainer.strategy.root_device.type == "cpu":
+        # Lightning sets this (to keep forks CUDA-free); on a machine without a GPU it makes
+        # every torch.cuda.is_available() - called by Adam at each step - dlopen NVML anew
+        # (~30 us). Training on the CPU never initialises CUDA, so the plain check is safe.
+        os.environ[NVML_CHECK] = "0"
 
     # from here on the run writes to its folder
     if resume_from is None:

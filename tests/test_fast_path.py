@@ -4,6 +4,9 @@ optimiser updates), for the same seed on CPU."""
 
 from __future__ import annotations
 
+import os
+
+import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -11,7 +14,7 @@ from torch import nn
 
 from aelab.build import build
 from aelab.nets import MLPAutoencoder
-from aelab.train import run
+from aelab.train import NVML_CHECK, run
 
 from conftest import TINY
 
@@ -71,3 +74,23 @@ def test_gradient_clipping_falls_back_to_lightnings_automatic_loop(make_config, 
     assert result["status"] == "completed"
     unclipped = run(make_config(*TINY, "logger=none", name="unclipped"))
     assert result["history"]["train/loss"] != unclipped["history"]["train/loss"]
+
+
+class NvmlCheckProbe(L.Callback):
+    """Records PYTORCH_NVML_BASED_CUDA_CHECK as the training steps see it."""
+
+    seen: list[str | None] = []
+
+    def on_train_batch_start(self, *args) -> None:
+        NvmlCheckProbe.seen.append(os.environ.get(NVML_CHECK))
+
+
+def test_cpu_training_uses_the_plain_cuda_check_and_restores_lightnings(make_config):
+    import lightning  # noqa: F401  (sets the variable to "1", as in every run)
+
+    assert os.environ.get(NVML_CHECK) == "1"
+    NvmlCheckProbe.seen.clear()
+    probe = ["+callbacks.probe._target_=test_fast_path.NvmlCheckProbe"]
+    assert run(make_config(*TINY, "logger=none", *probe))["status"] == "completed"
+    assert NvmlCheckProbe.seen and set(NvmlCheckProbe.seen) == {"0"}
+    assert os.environ.get(NVML_CHECK) == "1"
