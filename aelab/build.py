@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from hydra.utils import instantiate
@@ -17,10 +16,6 @@ from aelab.nets import OUTPUT_ACTIVATIONS, MLPAutoencoder, auto_output_activatio
 from aelab.normalization import Normalization
 
 UNIT_NORMALIZATIONS = "normalization=unit, binary or stochastic_binary"
-# trainer options that Lightning implements only in its automatic optimisation loop, with the
-# value that leaves them off
-AUTOMATIC_ONLY = {"gradient_clip_val": 0, "accumulate_grad_batches": 1}
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,17 +58,6 @@ def check_compatible(
         )
 
 
-def uses_manual_optimization(cfg: DictConfig) -> bool:
-    """optimization=manual, unless a trainer option only Lightning's automatic loop implements
-    (gradient clipping, gradient accumulation) is set: then the automatic loop, said in the log."""
-    if cfg.get("optimization", "manual") != "manual":
-        return False
-    needs = [k for k, off in AUTOMATIC_ONLY.items() if cfg.trainer.get(k) not in (None, off)]
-    if needs:
-        log.info("trainer.%s is set: using Lightning's automatic optimization", needs[0])
-    return not needs
-
-
 def build(cfg: DictConfig) -> Parts:
     """Instantiate normalisation, loss, data (loaded), net and module; raise AelabError early."""
     norm: Normalization = instantiate(cfg.normalization)
@@ -92,8 +76,5 @@ def build(cfg: DictConfig) -> Parts:
         data.input_dim, list(cfg.model.hidden), instantiate(cfg.activation), output
     )
     instantiate(cfg.init)(net)
-    module = Autoencoder(
-        net, loss, instantiate(cfg.optimizer), norm, cfg.get("l2_penalty", 0.0),
-        manual_optimization=uses_manual_optimization(cfg),
-    )
+    module = Autoencoder(net, loss, instantiate(cfg.optimizer), norm, cfg.get("l2_penalty", 0.0))
     return Parts(norm, loss, data, net, module)

@@ -9,7 +9,6 @@ from omegaconf import DictConfig, ListConfig
 
 from aelab.errors import ConfigError
 
-OPTIMIZATION = ("manual", "automatic")
 MAX_SEED = 2**32 - 1  # numpy's bound; Lightning replaces a seed outside it with a random one
 
 
@@ -66,11 +65,6 @@ def check_config(cfg: DictConfig) -> None:
     threads = cfg.get("threads")
     if threads is not None and not (_is_int(threads) and threads > 0):
         raise ConfigError(f"threads={threads} must be a positive integer, or null.")
-    optimization = cfg.get("optimization", "manual")
-    if optimization not in OPTIMIZATION:
-        raise ConfigError(
-            f"optimization={optimization} is unknown; choose {' or '.join(OPTIMIZATION)}."
-        )
     resume = cfg.get("resume", False)
     if not isinstance(resume, bool):
         raise ConfigError(f"resume={resume} must be true or false.")

@@ -29,15 +29,11 @@ class Autoencoder(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         normalization: Normalization,
         l2_penalty: float = 0.0,
-        manual_optimization: bool = True,
     ) -> None:
         super().__init__()
         self.net, self.loss_fn = net, loss
         self.optimizer_factory, self.normalization = optimizer, normalization
         self.l2_penalty = l2_penalty
-        # manual: one plain zero_grad/backward/step per batch, without Lightning's closure
-        # (faster per step, same numbers; see README, Performance)
-        self.automatic_optimization = not manual_optimization
         # BCE is exact from the logits when the shown prediction is sigmoid(logits) in pixel units
         self.bce_from_logits = (
             isinstance(net.output_activation, nn.Sigmoid)
@@ -68,11 +64,6 @@ class Autoencoder(L.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         objective, loss = self.objective(batch)
-        if not self.automatic_optimization:
-            optimizer = self.optimizers()
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(objective)
-            optimizer.step()
         self._log_train_loss(loss, len(batch), batch_idx)
         return objective
 

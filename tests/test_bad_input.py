@@ -155,7 +155,6 @@ def test_corrupt_dataset_files_are_refused(tmp_path, train, message):
         (["threads=0"], "threads=0 must be a positive integer"),
         (["l2_penalty=-0.1"], "l2_penalty=-0.1 must be a number >= 0"),
         (["resume=maybe"], "resume=maybe must be true or false"),
-        (["optimization=fast"], "optimization=fast is unknown; choose manual or automatic"),
         (["init=normal", "init.std=0"], "init.std=0 must be positive"),
         (["trainer.accelerator=tpu"], "trainer: Lightning refuses these trainer options"),
     ],
