@@ -99,7 +99,8 @@ def test_every_planned_run_gets_its_own_folder(name):
     replaced = plan_runs(params, [f"+sweep={name}", f"{key}=X"])
     assert len(replaced) == size // len(params[key].split(","))
     assert all(f"{key}=X" in folder.split(",") for _, folder in replaced)
-    extra = plan_runs(params, [f"+sweep={name}", "l2_penalty=0,0.1"])
+    axis = "l2_penalty" if "l2_penalty" not in params else "init.std"  # not one of the file's
+    extra = plan_runs(params, [f"+sweep={name}", f"{axis}=0,0.1"])
     assert len({f for _, f in extra}) == len(extra) == 2 * size
 
 
