@@ -190,10 +190,10 @@ def bench_startup() -> None:
     report("start-up: --cfg job vs import torch", cfg, imports, "--cfg job", "import")
 
 
-# Runs `python -m aelab` and, at exit, writes the process's own peak RSS (VmHWM, in kB) to
-# the file named by AELAB_BENCH_HWM. (A child's ru_maxrss would not do: on Linux it starts
+# Prefix of a child's Python code: at exit, write the process's own peak RSS (VmHWM, in kB)
+# to the file named by AELAB_BENCH_HWM. (A child's ru_maxrss would not do: on Linux it starts
 # from the forking parent's peak, here the bench process's.)
-CHILD = """
+RECORD_PEAK_RSS = """
 import atexit, os, runpy, sys
 def hwm():
     with open("/proc/self/status") as f:
@@ -201,22 +201,26 @@ def hwm():
     with open(os.environ["AELAB_BENCH_HWM"], "w") as out:
         out.write(kb)
 atexit.register(hwm)
-sys.argv = ["aelab", *sys.argv[1:]]
-runpy.run_module("aelab", run_name="__main__", alter_sys=True)
 """
+RUN_AELAB = 'sys.argv = ["aelab", *sys.argv[1:]]; runpy.run_module("aelab", run_name="__main__")'
 
 
-def child_run(args: list[str], cwd: str) -> tuple[float, float]:
-    """Run `python -m aelab ARGS`; return (wall seconds, peak RSS in MiB) of that process."""
+def peak_rss_run(code: str, args: list[str], cwd: str) -> tuple[float, float]:
+    """Run Python `code` with `args` in `cwd`; return (wall seconds, its peak RSS in MiB)."""
     hwm = Path(cwd) / "hwm.txt"
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=cwd, text=True,
-                          env={**os.environ, "AELAB_BENCH_HWM": str(hwm)},
+    proc = subprocess.run([sys.executable, "-c", RECORD_PEAK_RSS + code, *args], cwd=cwd,
+                          text=True, env={**os.environ, "AELAB_BENCH_HWM": str(hwm)},
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return wall, int(hwm.read_text()) / 1024
+
+
+def child_run(args: list[str], cwd: str) -> tuple[float, float]:
+    """Run `python -m aelab ARGS`; return (wall seconds, peak RSS in MiB) of that process."""
+    return peak_rss_run(RUN_AELAB, args, cwd)
 
 
 def bench_launch_and_memory(root: str) -> None:
@@ -231,12 +235,7 @@ def bench_launch_and_memory(root: str) -> None:
     dataset_mib = 70_000 * 784 * 4 / 2**20
     report("peak RSS of a 1-epoch MNIST run", rss, dataset_mib, "RSS", "float32 MNIST", unit="MiB")
     with tempfile.TemporaryDirectory() as cwd:
-        hwm = Path(cwd) / "hwm.txt"
-        code = CHILD.replace('runpy.run_module("aelab", run_name="__main__", alter_sys=True)',
-                             "import torch, lightning")
-        subprocess.run([sys.executable, "-c", code], check=True,
-                       env={**os.environ, "AELAB_BENCH_HWM": str(hwm)})
-        libraries = int(hwm.read_text()) / 1024
+        _, libraries = peak_rss_run("import torch, lightning", [], cwd)
     report("  of which import torch, lightning", libraries, rss, "import", "run", unit="MiB")
     print(f"{'':<38} (whole run {wall:.1f} s)")
 
