@@ -71,7 +71,9 @@ def build(cfg: DictConfig) -> Parts:
             f"{', '.join(OUTPUT_ACTIVATIONS)}."
         )
     check_compatible(loss, norm, output, cfg.get("allow_out_of_range_targets", False))
-    data: ImageData = instantiate(cfg.data, normalization=norm, seed=cfg.seed).load()
+    data: ImageData = instantiate(
+        cfg.data, normalization=norm, seed=cfg.seed, steps_per_call=cfg.get("steps_per_call", 1)
+    ).load()
     net = MLPAutoencoder(
         data.input_dim, list(cfg.model.hidden), instantiate(cfg.activation), output
     )

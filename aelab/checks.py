@@ -65,6 +65,18 @@ def check_config(cfg: DictConfig) -> None:
     threads = cfg.get("threads")
     if threads is not None and not (_is_int(threads) and threads > 0):
         raise ConfigError(f"threads={threads} must be a positive integer, or null.")
+    steps = cfg.get("steps_per_call", 1)
+    if not (_is_int(steps) and steps >= 1):
+        raise ConfigError(f"steps_per_call={steps} must be an integer >= 1 (1: every step).")
+    clip = cfg.trainer.get("gradient_clip_val")
+    accumulate = cfg.trainer.get("accumulate_grad_batches")
+    if clip not in (None, 0) or accumulate not in (None, 1):
+        key = "gradient_clip_val" if clip not in (None, 0) else "accumulate_grad_batches"
+        raise ConfigError(
+            f"trainer.{key}={cfg.trainer[key]} is not supported: aelab takes the optimiser "
+            f"steps itself (steps_per_call), so Lightning does not clip or accumulate "
+            f"gradients; remove trainer.{key}."
+        )
     resume = cfg.get("resume", False)
     if not isinstance(resume, bool):
         raise ConfigError(f"resume={resume} must be true or false.")

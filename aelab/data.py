@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 
@@ -50,6 +51,30 @@ class TensorBatches:
             yield self.sample(batch, g) if self.sample is not None else batch
 
 
+class StepChunks:
+    """The training loader: `batches` in lists of `steps_per_call` (the last may be shorter).
+
+    Each list is one call of the module's `training_step`, which takes one optimiser step per
+    batch in it: Lightning's per-batch work is paid once per list, not once per step.
+    """
+
+    def __init__(self, batches: TensorBatches, steps_per_call: int) -> None:
+        self.batches, self.steps_per_call = batches, steps_per_call
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.batches) / self.steps_per_call)
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps per epoch (batches, not lists)."""
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        batches = iter(self.batches)
+        while chunk := list(itertools.islice(batches, self.steps_per_call)):
+            yield chunk
+
+
 class ImageData(L.LightningDataModule):
     """Train/val/test images, normalised once, held as (N, 784) float tensors.
 
@@ -71,6 +96,7 @@ class ImageData(L.LightningDataModule):
         split_seed: int = 0,
         download: bool = True,
         seed: int = 0,
+        steps_per_call: int = 1,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
@@ -81,6 +107,7 @@ class ImageData(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_size, self.test_size = val_size, train_size, test_size
         self.split_seed, self.download, self.seed = split_seed, download, seed
+        self.steps_per_call = steps_per_call
         self.splits: dict[str, torch.Tensor] = {}
 
     def load(self) -> ImageData:
@@ -133,8 +160,8 @@ class ImageData(L.LightningDataModule):
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(
+    def train_dataloader(self) -> StepChunks:
+        batches = TensorBatches(
             self.splits["train"],
             self.batch_size,
             shuffle=True,
@@ -142,6 +169,7 @@ class ImageData(L.LightningDataModule):
             seed=self.seed,
             epoch=self._epoch,
         )
+        return StepChunks(batches, self.steps_per_call)
 
     @property
     def _stochastic(self) -> bool:

@@ -11,10 +11,12 @@ the fixed probe set (the first `probe_size` validation images) it logs:
   and tanh, dead for ReLU-like units), `units/saturation/out` and `units/exact_bound/out`;
 - `rank/code` and `rank/W1`, the effective ranks of the codes and of W1;
 - `grads/norm/W<i>`, ||dL/dW<i>||_F, and `grads/update_ratio/W<i>`, the realised step
-  ||W_t - W_{t-1}||_F / ||W_{t-1}||_F, each the mean over every `sample_every`-th optimiser
-  step since the last measurement (1: every step), accumulated as tensors on the device
-  (no host sync per step). Sampling keeps the per-step cost at ~0.1 % of a CPU step of
-  the seed network; the mean of every 10th step estimates the epoch mean.
+  ||W_t - W_{t-1}||_F / ||W_{t-1}||_F, each the mean over one optimiser step in every
+  `sample_every` since the last measurement, accumulated as tensors on the device (no host
+  sync per step). The step sampled is the first in each window of `sample_every` steps that
+  Lightning's hooks see: every step with `steps_per_call=1`, else the last step of each
+  training batch (so a `sample_every` below `steps_per_call` samples every batch). The mean
+  of every 10th step estimates the epoch mean at ~0.1 % of the cost of a CPU step.
 
 The TensorBoard step is the number of training epochs completed (0 is the initialisation).
 `summary()` gives the verdict and the final numbers that train.py writes to metrics.json.
@@ -130,7 +132,8 @@ class Diagnostics(L.Callback):
         self._grad_sum: list[torch.Tensor] | None = None  # one 0-dim tensor per layer
         self._update_sum: list[torch.Tensor] | None = None
         self._prev: list[torch.Tensor] | None = None
-        self._steps = self._grad_steps = self._update_steps = 0
+        self._grad_steps = self._update_steps = 0
+        self._window = -1  # trainer.global_step // sample_every at the last sample
         self._stepped = False
 
     @staticmethod
@@ -140,9 +143,10 @@ class Diagnostics(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        self._steps += 1
-        if (self._steps - 1) % self.sample_every:
+        window = trainer.global_step // self.sample_every
+        if window == self._window:  # one sample per `sample_every` steps, the first hook in it
             return
+        self._window = window
         grads = [lin.weight.grad for lin in pl_module.net.linears]
         if any(g is None for g in grads):
             return

@@ -31,6 +31,7 @@ class Autoencoder(L.LightningModule):
         l2_penalty: float = 0.0,
     ) -> None:
         super().__init__()
+        self.automatic_optimization = False  # training_step steps the optimiser (see there)
         self.net, self.loss_fn = net, loss
         self.optimizer_factory, self.normalization = optimizer, normalization
         self.l2_penalty = l2_penalty
@@ -62,24 +63,61 @@ class Autoencoder(L.LightningModule):
             objective = objective + self.l2_penalty * self.l2()
         return objective, per_pixel.detach().mean()
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        objective, loss = self.objective(batch)
-        self._log_train_loss(loss, len(batch), batch_idx)
-        return objective
+    def training_step(self, batches: list[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """One optimiser step per batch in `batches` (`steps_per_call` of them, see StepChunks).
 
-    def _log_train_loss(self, loss: torch.Tensor, n: int, batch_idx: int) -> None:
-        """`train/loss_step` every `log_every_n_steps` steps and the epoch mean `train/loss` at
-        the epoch's last batch: a running sum on the device instead of a log call per step."""
-        trainer = self.trainer
+        The last step goes through Lightning (`manual_backward`, the LightningOptimizer), so
+        its hooks - on_before_backward, on_after_backward, on_before_optimizer_step and the
+        batch hooks around this call - fire once per call, on its last step; the others are
+        plain `backward()` and `step()`. Returns the steps' objectives, detached, for the
+        divergence check (one host sync per call, in FiniteGuard).
+        """
+        trainer, optimizer = self.trainer, self.optimizers()
         if batch_idx == 0:
-            self._loss_sum, self._seen = torch.zeros_like(loss), 0
-        self._loss_sum += loss * n
-        self._seen += n
-        if trainer.global_step % trainer.log_every_n_steps == 0:
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        last_of_run = 0 < trainer.max_steps <= trainer.global_step + 1
+            self._loss_sum, self._seen = torch.zeros((), device=self.device), 0
+        n = len(batches)
+        if trainer.max_steps > 0:
+            n = min(n, trainer.max_steps - trainer.global_step)
+        objectives = []
+        for i, batch in enumerate(batches[:n]):
+            objective, loss = self.objective(batch)
+            self._loss_sum.add_(loss * len(batch))
+            if trainer.global_step % trainer.log_every_n_steps == 0:
+                self._log_step_loss(loss)
+            objectives.append(objective.detach())
+            if i < n - 1:
+                optimizer.optimizer.zero_grad()
+                objective.backward()
+                optimizer.optimizer.step()
+                self._count_step()
+            else:
+                optimizer.zero_grad()
+                self.manual_backward(objective)
+                optimizer.step()
+        self._seen += sum(len(batch) for batch in batches[:n])
+        # Lightning adds 1 after this call: the loggers' x axis stays the optimiser step
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
+        last_of_run = 0 < trainer.max_steps <= trainer.global_step
         if batch_idx == trainer.num_training_batches - 1 or last_of_run:
-            self.log("train/loss", self._loss_sum / self._seen, on_step=False, on_epoch=True)
+            self.log("train/loss", self._loss_sum / self._seen, on_step=False, on_epoch=True,
+                     batch_size=self._seen)
+        return {"objectives": torch.stack(objectives)}
+
+    def _count_step(self) -> None:
+        """Count a step taken without the LightningOptimizer in `trainer.global_step`, as the
+        LightningOptimizer counts its own."""
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
+
+    def _log_step_loss(self, loss: torch.Tensor) -> None:
+        """`train/loss_step` at this optimiser step (every `log_every_n_steps`; one host sync)."""
+        step = self.trainer.global_step
+        value = float(loss)
+        for logger in self.loggers:
+            logger.log_metrics({"train/loss_step": value}, step=step)
+        self.log("train/loss_step", value, on_step=True, on_epoch=False, prog_bar=True,
+                 logger=False, batch_size=1)
 
     def _evaluate(self, batch: torch.Tensor, stage: str) -> None:
         logits, recon = self(batch)

@@ -39,7 +39,8 @@ class Pace(L.Callback):
 
 
 class Signal(L.Callback):
-    """Send this process `signum` at the start of batch `batch` of epoch `epoch`."""
+    """Send this process `signum` at the start of training batch `batch` (a list of
+    `steps_per_call` steps) of epoch `epoch`."""
 
     def __init__(self, epoch: int, batch: int = 0, signum: int = signal.SIGTERM) -> None:
         self.epoch, self.batch, self.signum = epoch, batch, signum

@@ -70,6 +70,9 @@ def test_misspelt_group_option_lists_the_choices(tmp_path):
         ("model.hidden=[]", "model.hidden=[] must be a non-empty list of positive integers, "
                             "e.g. model.hidden=[100,50]."),
         ("model.hidden=[100,0]", "model.hidden=[100, 0] must be a non-empty list"),
+        ("steps_per_call=0", "steps_per_call=0 must be an integer >= 1 (1: every step)."),
+        ("+trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val=1.0 is not supported"),
+        ("+trainer.accumulate_grad_batches=2", "remove trainer.accumulate_grad_batches."),
     ],
 )
 def test_non_positive_values_are_refused(tmp_path, override, message):

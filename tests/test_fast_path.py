@@ -1,5 +1,6 @@
-"""aelab's training path (tensors in memory, index-slice batches, a running-sum training loss,
-Lightning around it) gives exactly the numbers of a plain PyTorch loop, for the same seed on CPU;
+"""aelab's training path (tensors in memory, index-slice batches, `steps_per_call` optimiser
+steps per Lightning batch, a running-sum training loss, Lightning around it) gives exactly the
+numbers of a plain PyTorch loop, for the same seed on CPU, whatever `steps_per_call`;
 and training on the CPU skips Lightning's per-call NVML check."""
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def plain_loop(cfg: DictConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
     return history, {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.parametrize("steps_per_call", [1, 3, 10])
 @pytest.mark.parametrize(
     "setting",
     [
@@ -55,8 +57,11 @@ def plain_loop(cfg: DictConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
         ["optimizer=rmsprop", "normalization=stochastic_binary", "loss=bce"],
     ],
 )
-def test_aelab_gives_the_loss_curve_and_weights_of_a_plain_loop(make_config, setting):
-    cfg = make_config(*TINY, "logger=none", f"trainer.max_epochs={EPOCHS}", *setting)
+def test_aelab_gives_the_loss_curve_and_weights_of_a_plain_loop(make_config, setting,
+                                                                 steps_per_call):
+    """4 steps per epoch: in Lightning batches of 1, of 3 + 1, and of 4 (the default 10)."""
+    cfg = make_config(*TINY, "logger=none", f"trainer.max_epochs={EPOCHS}",
+                      f"steps_per_call={steps_per_call}", *setting)
     result = run(cfg)
     history, weights = plain_loop(cfg)
     assert result["status"] == "completed"

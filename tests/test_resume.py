@@ -152,7 +152,7 @@ def test_kill_during_checkpoint_save_keeps_previous_checkpoint(reference, tmp_pa
 
 def test_sigterm_records_interrupted_and_exits_143(reference, tmp_path):
     term = ["+callbacks.term._target_=faults.Signal", "+callbacks.term.epoch=2",
-            "+callbacks.term.batch=5", f"+callbacks.term.signum={int(signal.SIGTERM)}"]
+            "+callbacks.term.batch=0", f"+callbacks.term.signum={int(signal.SIGTERM)}"]
     folder = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
         run(compose_config([*BASE, *term], folder))
