@@ -2,7 +2,8 @@
 
     python -m aelab.bench                # every figure but the sweep (about 5 minutes on 2 cores)
     python -m aelab.bench --only epoch   # one figure
-    python -m aelab.bench --sweep        # also the 8-run MNIST grid, sequential vs joblib
+    python -m aelab.bench --sweep        # also the 8-run MNIST grid, sequential vs joblib, and
+                                         # the bound the machine sets (two 1-thread hand loops)
 
 Timed runs are repeated (--repeat) and interleaved, the two sides of a ratio alternating,
 and each side's median is reported, so that a burst of load on a shared machine hits both.
@@ -240,6 +241,38 @@ def bench_launch_and_memory(root: str) -> None:
     print(f"{'':<38} (whole run {wall:.1f} s)")
 
 
+# A child that prints the steady hand-loop epoch at THREADS torch threads.
+HAND_LOOP_CHILD = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from aelab.bench import hand_loop_epochs, mnist_tensors, steady
+train, val = mnist_tensors(sys.argv[2])
+print(steady(hand_loop_epochs(train, val, 128, 4)))
+"""
+
+
+def hand_loop_child(threads: int, root: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HAND_LOOP_CHILD, str(threads), root],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def steady_of(child: subprocess.Popen) -> float:
+    out, _ = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"hand-loop child exited {child.returncode}")
+    return float(out.strip().splitlines()[-1])
+
+
+def bench_thread_bound(root: str) -> None:
+    """What two workers can gain on the compute alone: two 1-thread hand loops side by side
+    against two 2-thread hand loops one after the other (per-epoch times)."""
+    side = [hand_loop_child(1, root) for _ in range(2)]
+    parallel = max(steady_of(c) for c in side)
+    sequential = sum(steady_of(hand_loop_child(2, root)) for _ in range(2))
+    report("  bound: hand-loop epochs, 2 x 1 thread", parallel, sequential,
+           "side by side", "2 x 2 threads in a row")
+
+
 def bench_sweep(root: str) -> None:
     grid = ["loss=bce,mse", "activation=sigmoid,relu", "seed=0,1", "trainer.max_epochs=1",
             f"data.root={root}", "trainer.enable_progress_bar=false"]
@@ -248,6 +281,7 @@ def bench_sweep(root: str) -> None:
         par, _ = child_run(["-m", *grid, "hydra.sweep.dir=par", "hydra/launcher=joblib",
                             "hydra.launcher.n_jobs=2"], cwd)
     report("8-run MNIST grid, joblib 2 / sequential", par, seq, "joblib", "sequential", "<= 0.6x")
+    bench_thread_bound(root)
 
 
 def main(argv: list[str] | None = None) -> None:

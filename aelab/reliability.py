@@ -39,6 +39,7 @@ RESUMABLE_KEYS = (
     "logger",
     "callbacks",
     "threads",
+    "steps_per_call",
     "trainer.max_epochs",
     "trainer.accelerator",
     "trainer.devices",
