@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from aelab.errors import Diverged
-from aelab.images import tile
+from aelab.images import add_grey_image, tile
 
 
 def tensorboard(trainer: L.Trainer):
@@ -39,7 +39,7 @@ class ReconstructionGrid(L.Callback):
             y = pl_module.reconstruct(x)
         x = pl_module.normalization.decode(x)
         grid = tile(torch.cat([x, y]).clamp(0, 1).cpu(), columns=len(x))
-        writer.add_image("reconstructions", grid, global_step=trainer.current_epoch)
+        add_grey_image(writer, "reconstructions", grid[0], trainer.current_epoch)
 
 
 def fsync_file(path: Path) -> None:

@@ -119,7 +119,8 @@ class Autoencoder(L.LightningModule):
         self.log("train/loss_step", value, on_step=True, on_epoch=False, prog_bar=True,
                  logger=False, batch_size=1)
 
-    def _evaluate(self, batch: torch.Tensor, stage: str) -> None:
+    def _evaluate(self, batch: torch.Tensor, batch_idx: int, stage: str) -> None:
+        """Add this batch's metrics, weighted by its size, to the epoch's sums (on the device)."""
         logits, recon = self(batch)
         pred = self.loss_fn.prediction(logits, recon)
         target = self.normalization.decode(batch)
@@ -130,13 +131,31 @@ class Autoencoder(L.LightningModule):
                 self.normalization.decode(pred), target, logits if self.bce_from_logits else None
             ),
         }
-        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=len(batch))
+        n = len(batch)
+        if batch_idx == 0:
+            self._eval_sums, self._eval_seen = {k: v * n for k, v in metrics.items()}, n
+            return
+        for key, value in metrics.items():
+            self._eval_sums[key] += value * n
+        self._eval_seen += n
+
+    def _log_evaluation(self, stage: str) -> None:
+        """The epoch's size-weighted means: what `self.log` per batch would give, in 3 calls."""
+        n = self._eval_seen
+        means = {k: total / n for k, total in self._eval_sums.items()}
+        self.log_dict(means, on_epoch=True, prog_bar=stage == "val", batch_size=n)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._evaluate(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())
