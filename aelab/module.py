@@ -14,6 +14,25 @@ from aelab.nets import MLPAutoencoder
 from aelab.normalization import Normalization
 
 
+class RunningMeans:
+    """Size-weighted means of per-batch metrics, summed on the device (no host sync per batch)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, torch.Tensor], n: int) -> None:
+        for key, value in values.items():
+            if key in self.sums:
+                self.sums[key] += value * n
+            else:
+                self.sums[key] = value * n
+        self.count += n
+
+    def means(self) -> dict[str, torch.Tensor]:
+        return {key: total / self.count for key, total in self.sums.items()}
+
+
 class Autoencoder(L.LightningModule):
     """Trains `net` with `loss` (plus an optional coupled L2 penalty on the weights).
 
@@ -74,14 +93,14 @@ class Autoencoder(L.LightningModule):
         """
         trainer, optimizer = self.trainer, self.optimizers()
         if batch_idx == 0:
-            self._loss_sum, self._seen = torch.zeros((), device=self.device), 0
+            self._train_means = RunningMeans()
         n = len(batches)
         if trainer.max_steps > 0:
             n = min(n, trainer.max_steps - trainer.global_step)
         objectives = []
         for i, batch in enumerate(batches[:n]):
             objective, loss = self.objective(batch)
-            self._loss_sum.add_(loss * len(batch))
+            self._train_means.add({"train/loss": loss}, len(batch))
             if trainer.global_step % trainer.log_every_n_steps == 0:
                 self._log_step_loss(loss)
             objectives.append(objective.detach())
@@ -94,13 +113,12 @@ class Autoencoder(L.LightningModule):
                 optimizer.zero_grad()
                 self.manual_backward(objective)
                 optimizer.step()
-        self._seen += sum(len(batch) for batch in batches[:n])
         # Lightning adds 1 after this call: the loggers' x axis stays the optimiser step
         trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
         last_of_run = 0 < trainer.max_steps <= trainer.global_step
         if batch_idx == trainer.num_training_batches - 1 or last_of_run:
-            self.log("train/loss", self._loss_sum / self._seen, on_step=False, on_epoch=True,
-                     batch_size=self._seen)
+            self.log_dict(self._train_means.means(), on_step=False, on_epoch=True,
+                          batch_size=self._train_means.count)
         return {"objectives": torch.stack(objectives)}
 
     def _count_step(self) -> None:
@@ -131,19 +149,14 @@ class Autoencoder(L.LightningModule):
                 self.normalization.decode(pred), target, logits if self.bce_from_logits else None
             ),
         }
-        n = len(batch)
         if batch_idx == 0:
-            self._eval_sums, self._eval_seen = {k: v * n for k, v in metrics.items()}, n
-            return
-        for key, value in metrics.items():
-            self._eval_sums[key] += value * n
-        self._eval_seen += n
+            self._eval_means = RunningMeans()
+        self._eval_means.add(metrics, len(batch))
 
     def _log_evaluation(self, stage: str) -> None:
         """The epoch's size-weighted means: what `self.log` per batch would give, in 3 calls."""
-        n = self._eval_seen
-        means = {k: total / n for k, total in self._eval_sums.items()}
-        self.log_dict(means, on_epoch=True, prog_bar=stage == "val", batch_size=n)
+        self.log_dict(self._eval_means.means(), on_epoch=True, prog_bar=stage == "val",
+                      batch_size=self._eval_means.count)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
