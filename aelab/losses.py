@@ -285,3 +285,74 @@ class ClampedProbabilityBCE(_ClampedProbabilityLoss):
     def per_pixel(self, logits, recon, target):
         p = recon.clamp(self.eps, 1 - self.eps) if self.eps else recon
         return -(target * torch.log(p) + (1 - target) * torch.log(1 - p))
+
+
+class SoftmaxPixelCrossEntropy(ReconstructionLoss):
+    """H9 (a mistake): softmax cross-entropy over an image's pixels, as a classifier's loss.
+
+    `tf.nn.softmax_cross_entropy_with_logits(labels=x, logits=z)`: -sum_j x_j log softmax(z)_j
+    per image (per pixel: -x_j log softmax(z)_j). It only sees the pixels' shares of the
+    image's total, so adding a constant to every logit changes nothing: the brightness of
+    the sigmoid output is left free, and pixels with x_j = 0 are only pushed down through
+    the softmax's normaliser. The shown reconstruction is the sigmoid output.
+    """
+
+    name = "softmax_pixels"
+    target_range = UNIT
+    output_activation = "sigmoid"
+
+    def per_pixel(self, logits, recon, target):
+        log_share = logits.flatten(1).log_softmax(1).view_as(logits)
+        return -target * log_share
+
+
+class SwappedLogitsBCE(ReconstructionLoss):
+    """H10 (a mistake): `sigmoid_cross_entropy_with_logits(labels=y_pred, logits=x)`.
+
+    The prediction p (the sigmoid output) is used as the label and the input x as the
+    logits: -[p log sigmoid(x) + (1 - p) log(1 - sigmoid(x))]. Its gradient in p is -x, so
+    it drives every pixel with x > 0 to p = 1 and leaves the x = 0 pixels alone; MSE,
+    symmetric in its arguments, survives the same swap.
+    """
+
+    name = "bce_swapped_logits"
+    target_range = UNIT
+    output_activation = "sigmoid"
+
+    def per_pixel(self, logits, recon, target):
+        return F.binary_cross_entropy_with_logits(target, recon, reduction="none")
+
+
+class SwappedProbabilityBCE(_ClampedProbabilityLoss):
+    """H10 (a mistake), the probability form: Keras' `binary_crossentropy(y_pred, y_true)`.
+
+    With the arguments swapped the prediction p is the target and the input x, clipped to
+    [eps, 1 - eps] as Keras clips its prediction, the probability:
+    -[p log x' + (1 - p) log(1 - x')]. Its gradient in p is -logit(x'): pixels above 1/2
+    are driven to 1, those below to 0 (a binarised image), at a rate of up to
+    logit(1 - eps) = 16.1 for eps = 1e-7.
+    """
+
+    name = "bce_swapped_probs"
+    max_eps = 0.5
+
+    def __init__(self, eps: float = 1e-7, reduction: str = "mean") -> None:
+        super().__init__(eps, reduction)
+
+    def per_pixel(self, logits, recon, target):
+        x = target.clamp(self.eps, 1 - self.eps) if self.eps else target
+        return -(recon * torch.log(x) + (1 - recon) * torch.log(1 - x))
+
+
+class UnclampedProbabilityBCE(ClampedProbabilityBCE):
+    """H11 (a mistake): BCE on the sigmoid probabilities with no clamp at all.
+
+    -[x log p + (1 - x) log(1 - p)] on float32 p: once an output rounds to exactly 0 or 1
+    the loss is inf (or NaN where x makes it 0 * inf) and the run diverges; the divergence
+    guard stops it and names the step. `bce_clamped_probs` with `loss.eps=0`, as a name.
+    """
+
+    name = "bce_unclamped_probs"
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__(0.0, reduction)

@@ -225,11 +225,14 @@ def divergence_causes(cfg: DictConfig, choices: dict[str, str] | None = None) ->
     loss = choices.get("loss") or _target_name(loss_cfg)
     opt = choices.get("optimizer") or _target_name(cfg.optimizer).lower()
     eps = loss_cfg.get("eps")
-    if eps is not None and eps == 0:
+    unclamped = str(loss_cfg.get("_target_", "")).endswith(".UnclampedProbabilityBCE")
+    if (eps is not None and eps == 0) or unclamped:
+        named = f"loss={loss}" + ("" if unclamped else " with loss.eps=0")
         causes.append(
-            f"loss={loss} with loss.eps=0 takes the log of probabilities with no clamp: a "
-            f"sigmoid output that rounds to 0 or 1 gives log(0) = -inf, and 0 * inf = nan. Set "
-            f"loss.eps=1e-7, or use loss=bce (computed from the logits, always finite)."
+            f"{named} takes the log of probabilities with no clamp: a sigmoid output that "
+            f"rounds to 0 or 1 gives log(0) = -inf, and 0 * inf = nan. Use a clamp "
+            f"(loss=bce_clamped_probs, loss.eps=1e-7), or loss=bce (from the logits, always "
+            f"finite)."
         )
     lr = cfg.optimizer.get("lr")
     reduction = loss_cfg.get("reduction")

@@ -152,6 +152,8 @@ def test_a_sweep_whose_every_run_was_refused_fails(tmp_path):
     [
         (["loss=bce_clamped_probs", "loss.eps=0"], "loss=bce_clamped_probs with loss.eps=0 takes "
                                                    "the log of probabilities with no clamp"),
+        (["loss=bce_unclamped_probs"], "loss=bce_unclamped_probs takes the log of "
+                                       "probabilities with no clamp"),
         (["init=normal", "init.std=1"], "init=normal with init.std=1: weights that large"),
         (["loss.reduction=batch_sum"], "loss.reduction=batch_sum makes the gradient 784 x"),
         (["optimizer=adam", "optimizer.lr=0.5"], "optimizer=adam with optimizer.lr=0.5"),

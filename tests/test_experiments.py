@@ -20,6 +20,9 @@ LOSS_VARIANTS = {
     "seed_h4": "bce_naive_positive",
     "seed_h5": "bce_double_sigmoid",
     "seed_h6": "bce_clamped_probs",
+    "seed_h9": "softmax_pixels",
+    "seed_h10": "bce_swapped_logits",
+    "seed_h11": "bce_unclamped_probs",
 }
 
 # the seed network as described: what every experiment has unless its cause changes it
@@ -46,6 +49,9 @@ CAUSES = {
     "seed_h5": {"loss._target_": "aelab.losses.DoubleSigmoidBCE"},
     "seed_h6": {"loss._target_": "aelab.losses.ClampedProbabilityBCE", "loss.eps": 1e-7},
     "seed_h7": {"l2_penalty": 1e-3},
+    "seed_h9": {"loss._target_": "aelab.losses.SoftmaxPixelCrossEntropy"},
+    "seed_h10": {"loss._target_": "aelab.losses.SwappedLogitsBCE"},
+    "seed_h11": {"loss._target_": "aelab.losses.UnclampedProbabilityBCE"},
     "seed_h8": {
         "normalization._target_": "aelab.normalization.Standard",
         "model.output_activation": "sigmoid",

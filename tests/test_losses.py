@@ -25,6 +25,10 @@ from aelab.losses import (
     GaussianNLL,
     Huber,
     NaivePositiveCrossEntropy,
+    SoftmaxPixelCrossEntropy,
+    SwappedLogitsBCE,
+    SwappedProbabilityBCE,
+    UnclampedProbabilityBCE,
     binary_entropy,
     cb_log_norm,
     cb_mean,
@@ -335,3 +339,69 @@ def test_the_module_shows_the_continuous_bernoulli_mean(make_config):
         torch.testing.assert_close(parts.module.reconstruct(x), cb_mean(logits))
     assert not torch.allclose(cb_mean(logits), torch.sigmoid(logits))
 
+
+
+# --- the remaining 2017 mistakes (H9-H11) ----------------------------------------------------
+
+
+def test_softmax_pixel_cross_entropy_is_the_classifier_loss_over_pixels():
+    z = torch.tensor([[0.0, 1.0, 2.0, -1.0], [3.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    x = torch.tensor([[0.0, 0.5, 1.0, 0.2], [1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    got = apply(SoftmaxPixelCrossEntropy(), z, x)
+    share = z.exp() / z.exp().sum(1, keepdim=True)  # softmax over the pixels of each image
+    torch.testing.assert_close(got, -x * share.log())
+    # tf.nn.softmax_cross_entropy_with_logits(labels=x, logits=z) is the per-image sum
+    torch.testing.assert_close(got.sum(1), -(x * torch.log_softmax(z, 1)).sum(1))
+    assert got[1].sum().item() == pytest.approx(-3 + math.log(math.exp(3) + 3))
+    # blind to the output's brightness: a constant added to every logit changes nothing
+    torch.testing.assert_close(apply(SoftmaxPixelCrossEntropy(), z + 5, x), got)
+
+
+def test_swapped_logits_bce_uses_the_prediction_as_label_and_the_input_as_logits():
+    z = torch.tensor([[0.0, 2.0, -1.0, 4.0]], dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([[0.0, 1.0, 0.3, 0.8]], dtype=torch.float64)
+    got = apply(SwappedLogitsBCE(), z, x)
+    p, s = torch.sigmoid(z), torch.sigmoid(x)
+    torch.testing.assert_close(got, -(p * s.log() + (1 - p) * (1 - s).log()))
+    assert got[0, 0].item() == pytest.approx(math.log(2))  # x = 0: log 2 whatever p
+    # its gradient in p is -x: white where there is ink, no push at all where x = 0
+    p_leaf = p.detach().clone().requires_grad_(True)
+    SwappedLogitsBCE().per_pixel(None, p_leaf, x).sum().backward()
+    torch.testing.assert_close(p_leaf.grad, -x)
+
+
+def test_swapped_probability_bce_clips_the_input_and_binarises_the_prediction():
+    x = torch.tensor([[0.0, 1.0, 0.25, 0.75]])
+    p = torch.tensor([[0.5, 0.5, 0.1, 0.9]], requires_grad=True)
+    loss = SwappedProbabilityBCE(eps=1e-7)
+    got = loss.per_pixel(None, p, x)
+    xc = x.clamp(1e-7, 1 - 1e-7)
+    torch.testing.assert_close(got, -(p * xc.log() + (1 - p) * (1 - xc).log()))
+    assert got[0, 2].item() == pytest.approx(-(0.1 * math.log(0.25) + 0.9 * math.log(0.75)))
+    got.sum().backward()
+    # gradient in p: -logit(x'), so pixels below 1/2 go to 0, those above to 1
+    torch.testing.assert_close(p.grad, -(xc / (1 - xc)).log())
+    assert p.grad[0, 2] > 0 > p.grad[0, 3]
+    raw = SwappedProbabilityBCE(eps=0.0).per_pixel(None, p.detach(), x)
+    assert math.isinf(raw[0, 0].item()) and math.isinf(raw[0, 1].item())
+    with pytest.raises(ConfigError, match="loss.eps"):
+        SwappedProbabilityBCE(eps=0.5)
+
+
+def test_unclamped_probability_bce_is_the_raw_formula_with_inf_and_nan_at_exact_bounds():
+    z = torch.tensor([[0.0, 2.0, 20.0, 20.0, -120.0]])  # float32: p = 1, 1, 0 at the end
+    x = torch.tensor([[0.5, 0.9, 0.5, 1.0, 0.5]])
+    got = apply(UnclampedProbabilityBCE(), z, x)
+    p = torch.sigmoid(z)
+    torch.testing.assert_close(got[:, :2], -(x * p.log() + (1 - x) * (1 - p).log())[:, :2])
+    assert math.isinf(got[0, 2].item()) and math.isnan(got[0, 3].item())
+    assert math.isinf(got[0, 4].item())
+    torch.testing.assert_close(got, apply(ClampedProbabilityBCE(eps=0.0), z, x), equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "cls", [SoftmaxPixelCrossEntropy, SwappedLogitsBCE, SwappedProbabilityBCE,
+            UnclampedProbabilityBCE],
+)
+def test_the_2017_mistakes_h9_h11_declare_unit_targets_and_a_sigmoid_output(cls):
+    assert cls.target_range == UNIT and cls.output_activation == "sigmoid"
