@@ -39,7 +39,8 @@ class ReconstructionGrid(L.Callback):
             y = pl_module.reconstruct(x)
         x = pl_module.normalization.decode(x)
         grid = tile(torch.cat([x, y]).clamp(0, 1).cpu(), columns=len(x))
-        add_grey_image(writer, "reconstructions", grid[0], trainer.current_epoch)
+        # step: epochs completed (1 after the first), as the diagnostics images
+        add_grey_image(writer, "reconstructions", grid[0], trainer.current_epoch + 1)
 
 
 def fsync_file(path: Path) -> None:

@@ -8,6 +8,7 @@ error names the folder searched, the files expected and the two fixes.
 from __future__ import annotations
 
 import math
+import shutil
 import struct
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def _missing_message(name: str, raw_dir: Path, reason: str) -> str:
     )
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` (itself included) that does not exist yet, or None."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
 def _download(name: str, root: Path) -> None:
     import torchvision.datasets as tvd
 
@@ -68,10 +79,13 @@ def load_torchvision_images(name: str, root: str | Path, download: bool) -> dict
     if not all(p.is_file() for p in paths.values()):
         if not download:
             raise DataError(_missing_message(name, raw_dir, "data.download=false"))
+        created = _first_missing(raw_dir)
         try:
             _download(name, root)
         except Exception as exc:  # offline: URLError, HTTPError, RuntimeError from torchvision
-            reason = f"download failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            if created is not None:  # the folders torchvision made for the files it did not get
+                shutil.rmtree(created, ignore_errors=True)
+            reason = f"download failed: {type(exc).__name__}: {exc}"
             raise DataError(_missing_message(name, raw_dir, reason)) from None
     return {split: read_idx_images(p) for split, p in paths.items()}
 

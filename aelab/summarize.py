@@ -4,8 +4,9 @@
                                   [--curve val/mse] [--out FOLDER] [--columns M1,M2,...]
 
 Every folder under DIR holding `.hydra/` or `metrics.json` is a run. Only those files are
-read: `metrics.json` (status, final val/test metrics, verdict, diagnostics, history) and
-`.hydra/overrides.yaml` (the swept axes; `.hydra/config.yaml` comes along for notebooks).
+read: `metrics.json` (status, final val/test metrics, verdict, diagnostics, history, and the
+overrides that label the run) and, for a run without one, `.hydra/overrides.yaml`
+(`.hydra/config.yaml` comes along for notebooks).
 A run without a readable metrics.json is "unfinished"; any status other than "completed"
 is shown as it is, never dropped. The axes are the override keys whose values differ
 between runs. When `seed` is one of them, a second table groups the seeds of each cell
@@ -39,6 +40,7 @@ UNFINISHED = "unfinished"
 IGNORED_KEYS = ("resume", "sweep")  # overrides that name no axis of the study
 SEED = "seed"
 # metrics.json keys that are not final metrics (or are shown in their own column)
+TEXT_COLUMNS = ("error",)  # table columns --columns accepts besides the metrics (shown when set)
 NOT_METRICS = ("status", "history", "choices", "overrides", "seed", "checkpoint", "error")
 FIRST_METRICS = ("test/mse", "test/bce", "test/loss", "val/mse", "val/bce", "val/loss", "verdict")
 DEFAULT_METRIC = "test/mse"
@@ -98,9 +100,12 @@ def load_run(folder: str | Path, root: str | Path | None = None) -> dict[str, An
             raise ValueError("metrics.json is not an object")
     except (OSError, ValueError):
         payload = {}
-    overrides = _read_yaml(folder / ".hydra" / "overrides.yaml")
+    # the run's own record first: metrics.json is written by the run that produced the results
+    overrides = payload.get("overrides")
     if not isinstance(overrides, list):
-        overrides = payload.get("overrides") or []
+        overrides = _read_yaml(folder / ".hydra" / "overrides.yaml")
+    if not isinstance(overrides, list):
+        overrides = []
     metrics = flatten({k: v for k, v in payload.items() if k not in NOT_METRICS})
     error = payload.get("error")
     return {
@@ -436,7 +441,7 @@ def _shown(
     if metrics is None:
         return every
     lead = [c for c in every if c not in known and not c.endswith(" std")]
-    return lead + [c for m in metrics for c in (m, f"{m} std") if c in every]
+    return lead + [c for m in metrics for c in (m, f"{m} std") if c in every and c not in lead]
 
 
 def summarize(
@@ -470,11 +475,11 @@ def summarize(
         y = y if y is not None else (free.pop(0) if free else None)
     known = metric_columns(runs)
     if columns is not None:
-        unknown = [c for c in columns if c not in known]
+        unknown = [c for c in columns if c not in known and c not in TEXT_COLUMNS]
         if unknown:
             raise ValueError(
                 f"--columns {','.join(unknown)}: no such metric; these runs have "
-                f"{', '.join(known)}"
+                f"{', '.join([*known, *TEXT_COLUMNS])}"
             )
     out.mkdir(parents=True, exist_ok=True)
     rows = table(runs, keys)
@@ -525,7 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write (default: DIR)")
     parser.add_argument(
         "--columns",
-        help="comma-separated metrics the Markdown tables show (default: all; CSV: all), "
+        help="comma-separated metrics (or error) the Markdown tables show (default: all; "
+        "CSV: all), "
         "e.g. test/mse,diagnostics/blob/ev,diagnostics/collapse/norm_ratio/W1,verdict",
     )
     args = parser.parse_args(argv)

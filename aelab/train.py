@@ -83,6 +83,29 @@ def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
 
 
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+HYDRA_RECORD = ".hydra"
+
+
+def save_hydra_record(out_dir: Path, cfg: DictConfig) -> None:
+    """Write Hydra's record of the run (`.hydra/{config,hydra,overrides}.yaml`) into its folder.
+
+    Hydra itself writes none (`hydra.output_subdir: null`): the run writes it only once it owns
+    the folder, so a refused rerun or resume leaves an existing run's record as it was.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.instance().cfg
+    assert hydra_cfg is not None
+    folder = out_dir / HYDRA_RECORD
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", hydra_cfg),
+        ("overrides.yaml", hydra_cfg.hydra.overrides.task),
+    ):
+        (folder / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
 
 
 @contextmanager
@@ -144,6 +167,8 @@ def run(
             return previous
         if resume is not True:
             refuse_used_folder(out_dir)
+        if previous is None and not (out_dir / CHECKPOINT).exists():
+            save_hydra_record(out_dir, cfg)  # a fresh folder: its record from the start
         overrides = list(overrides or [])
         try:
             with restored_env(NVML_CHECK):
@@ -190,6 +215,7 @@ def _record(
         result["error"] = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     result |= extra
     out_dir.mkdir(parents=True, exist_ok=True)
+    save_hydra_record(out_dir, cfg)
     write_json(out_dir / "metrics.json", result)
     return result
 
@@ -305,6 +331,7 @@ def _run(
         os.environ[NVML_CHECK] = "0"
 
     # from here on the run writes to its folder
+    save_hydra_record(out_dir, cfg)
     if resume_from is None:
         remove_stale_events(out_dir)
         log.info("training from scratch -> %s", out_dir)

@@ -33,6 +33,7 @@ def test_events_hold_curves_images_and_real_hparams(synthetic_run):
     assert {"train/loss", "val/loss", "val/mse", "val/bce"} <= scalars
     assert len(acc.Scalars("val/mse")) == 2
     assert len(acc.Images("reconstructions")) == 2  # one grid per epoch
+    assert [e.step for e in acc.Images("reconstructions")] == [1, 2]  # epochs completed
     image = acc.Images("reconstructions")[-1]
     assert image.height == 2 * 30 and image.width == 16 * 30  # inputs above reconstructions
     params, metric_tags = hparams_of(acc)

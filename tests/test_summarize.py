@@ -155,6 +155,8 @@ def test_columns_narrow_the_markdown_tables_and_keep_the_csv_whole(seeds_sweep, 
     with open(seeds_sweep / "summary.csv", newline="") as f:
         assert "test/bce" in next(csv.reader(f))
     capsys.readouterr()
+    assert main([str(seeds_sweep), "--columns", "test/mse,error"]) == 0  # error: a column too
+    assert "| loss | seed | status | error | test/mse |" in (seeds_sweep / "summary.md").read_text()
     assert main([str(seeds_sweep), "--columns", "test/mse,test/msee"]) == 2
     assert "--columns test/msee: no such metric; these runs have test/mse" in (
         capsys.readouterr().err
