@@ -7,11 +7,13 @@ summary (each run writes one) and shows, by default, five hyperparameters: those
 every key the run's Hydra overrides set (e.g. `init.std` even when it is not among the
 usual hyperparameters) and marks `differs` the keys its sweep varies (read from the sweep's
 multirun.yaml; all overridden keys when that cannot be read), so the tab opens on the axes
-of the sweep.
+of the sweep. Every run that got as far as its logger writes a session, ended with its status
+(completed: success; diverged or failed: failure; interrupted: aborted).
 """
 
 from __future__ import annotations
 
+import time
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -74,23 +76,59 @@ def swept_keys() -> set[str] | None:
     return {o.key_or_group for o in parsed if o.is_sweep_override()}
 
 
-def mark_differs(experiment_summary: Any, names: set[str]) -> None:
-    """Set `differs` on the hparam infos of an HParams experiment summary, in place."""
-    from tensorboard.plugins.hparams import plugin_data_pb2
+SESSION_STATUS = {
+    "completed": "STATUS_SUCCESS",
+    "diverged": "STATUS_FAILURE",
+    "failed": "STATUS_FAILURE",
+    "refused": "STATUS_FAILURE",
+    "interrupted": "STATUS_ABORTED",
+}
 
-    for value in experiment_summary.value:
-        content = value.metadata.plugin_data.content
-        data = plugin_data_pb2.HParamsPluginData.FromString(content)
-        if not data.HasField("experiment"):
-            continue
-        for info in data.experiment.hparam_infos:
-            info.differs = info.name in names
-        value.metadata.plugin_data.content = data.SerializeToString()
+
+def session_summaries(
+    params: dict[str, Any], metrics: dict[str, float], differs: set[str], status: str
+) -> list[Any]:
+    """The experiment, session-start and session-end summaries of one HParams session: typed
+    values (booleans as booleans; bool, number or str values), `differs` set on the keys in
+    `differs`, and `status` (an aelab run status, see SESSION_STATUS) as its end status."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from tensorboard.plugins.hparams import plugin_data_pb2 as pd
+
+    def summary(tag: str, **data: Any) -> Summary:
+        content = pd.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
+        meta = metadata.create_summary_metadata(content)
+        return Summary(value=[Summary.Value(tag=tag, metadata=meta, tensor=metadata.NULL_TENSOR)])
+
+    start = pd.SessionStartInfo(start_time_secs=time.time())
+    infos = []
+    for key, value in params.items():
+        if isinstance(value, bool):
+            start.hparams[key].bool_value, kind = value, api_pb2.DATA_TYPE_BOOL
+        elif isinstance(value, (int, float)):
+            start.hparams[key].number_value, kind = value, api_pb2.DATA_TYPE_FLOAT64
+        else:
+            start.hparams[key].string_value, kind = str(value), api_pb2.DATA_TYPE_STRING
+        infos.append(api_pb2.HParamInfo(name=key, type=kind, differs=key in differs))
+    experiment = api_pb2.Experiment(
+        hparam_infos=infos,
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=k)) for k in metrics],
+    )
+    end = pd.SessionEndInfo(
+        status=api_pb2.Status.Value(SESSION_STATUS.get(status, "STATUS_UNKNOWN")),
+        end_time_secs=time.time(),
+    )
+    return [
+        summary(metadata.EXPERIMENT_TAG, experiment=experiment),
+        summary(metadata.SESSION_START_INFO_TAG, session_start_info=start),
+        summary(metadata.SESSION_END_INFO_TAG, session_end_info=end),
+    ]
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
-    """`log_hyperparams(params, metrics)` writes an HParams session whose swept keys are marked
-    (see the module's docstring); without metrics it is Lightning's."""
+    """`log_hyperparams(params, metrics, status=...)` writes an HParams session whose swept keys
+    are marked and which ends with the run's status (see the module's docstring); without
+    metrics (None) it is Lightning's."""
 
     @rank_zero_only
     def log_hyperparams(
@@ -98,22 +136,22 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         params: dict[str, Any] | Namespace,
         metrics: dict[str, Any] | None = None,
         step: int | None = None,
+        status: str = "completed",
     ) -> None:
         swept = override_params(hydra_overrides())
         params = {**swept, **_convert_params(params)}
         if metrics is not None and not isinstance(metrics, dict):
             metrics = {"hp_metric": metrics}
-        if not metrics:
+        if metrics is None:
             super().log_hyperparams(params, metrics, step)
             return
-        from torch.utils.tensorboard.summary import hparams
-
         self.hparams.update(params)
         params = self._sanitize_params(_flatten_dict(params))
-        self.log_metrics(metrics, step)
-        experiment, start, end = hparams(params, metrics)
+        params = {k: v for k, v in params.items() if v is not None}
+        if metrics:
+            self.log_metrics(metrics, step)
         varied = swept_keys()
-        mark_differs(experiment, set(swept) if varied is None else varied)
         writer = self.experiment._get_file_writer()
-        for summary in (experiment, start, end):
+        for summary in session_summaries(params, metrics, set(swept) if varied is None else varied,
+                                         status):
             writer.add_summary(summary, step)
