@@ -8,7 +8,7 @@ every key the run's Hydra overrides set (e.g. `init.std` even when it is not amo
 usual hyperparameters) and marks `differs` the keys its sweep varies (read from the sweep's
 multirun.yaml; all overridden keys when that cannot be read), so the tab opens on the axes
 of the sweep. Every run that got as far as its logger writes a session, ended with its status
-(completed: success; diverged or failed: failure; interrupted: aborted).
+(completed: success; diverged or failed: failure; interrupted: unknown).
 """
 
 from __future__ import annotations
@@ -76,21 +76,24 @@ def swept_keys() -> set[str] | None:
     return {o.key_or_group for o in parsed if o.is_sweep_override()}
 
 
+# TensorBoard's hparams Status has no "aborted" (2.21: UNKNOWN, SUCCESS, FAILURE, RUNNING):
+# an interrupted, resumable run ends its session as unknown
 SESSION_STATUS = {
     "completed": "STATUS_SUCCESS",
     "diverged": "STATUS_FAILURE",
     "failed": "STATUS_FAILURE",
     "refused": "STATUS_FAILURE",
-    "interrupted": "STATUS_ABORTED",
+    "interrupted": "STATUS_UNKNOWN",
 }
 
 
 def session_summaries(
-    params: dict[str, Any], metrics: dict[str, float], differs: set[str], status: str
+    params: dict[str, Any], metric_tags: list[str], differs: set[str], status: str
 ) -> list[Any]:
     """The experiment, session-start and session-end summaries of one HParams session: typed
-    values (booleans as booleans; bool, number or str values), `differs` set on the keys in
-    `differs`, and `status` (an aelab run status, see SESSION_STATUS) as its end status."""
+    values (booleans as booleans; bool, number or str values), the metric columns
+    `metric_tags`, `differs` set on the keys in `differs`, and `status` (an aelab run status,
+    see SESSION_STATUS) as its end status."""
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import api_pb2, metadata
     from tensorboard.plugins.hparams import plugin_data_pb2 as pd
@@ -112,7 +115,7 @@ def session_summaries(
         infos.append(api_pb2.HParamInfo(name=key, type=kind, differs=key in differs))
     experiment = api_pb2.Experiment(
         hparam_infos=infos,
-        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=k)) for k in metrics],
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=k)) for k in metric_tags],
     )
     end = pd.SessionEndInfo(
         status=api_pb2.Status.Value(SESSION_STATUS.get(status, "STATUS_UNKNOWN")),
@@ -126,9 +129,10 @@ def session_summaries(
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
-    """`log_hyperparams(params, metrics, status=...)` writes an HParams session whose swept keys
-    are marked and which ends with the run's status (see the module's docstring); without
-    metrics (None) it is Lightning's."""
+    """`log_hyperparams(params, metrics, status=..., metric_tags=...)` writes an HParams session
+    whose swept keys are marked, whose metric columns are `metric_tags` (default: the metrics'
+    tags) and which ends with the run's status (see the module's docstring); without metrics
+    (None) it is Lightning's."""
 
     @rank_zero_only
     def log_hyperparams(
@@ -137,6 +141,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         metrics: dict[str, Any] | None = None,
         step: int | None = None,
         status: str = "completed",
+        metric_tags: list[str] | None = None,
     ) -> None:
         swept = override_params(hydra_overrides())
         params = {**swept, **_convert_params(params)}
@@ -152,6 +157,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             self.log_metrics(metrics, step)
         varied = swept_keys()
         writer = self.experiment._get_file_writer()
-        for summary in session_summaries(params, metrics, set(swept) if varied is None else varied,
-                                         status):
+        differs = set(swept) if varied is None else varied
+        tags = list(metrics) if metric_tags is None else metric_tags
+        for summary in session_summaries(params, tags, differs, status):
             writer.add_summary(summary, step)

@@ -87,7 +87,9 @@ def log_session(
     logger: Any, cfg: DictConfig, choices: dict[str, str], result: dict[str, Any]
 ) -> None:
     """The run's HParams session (hyperparameters, final/val_* and final/test_* metrics, its
-    status), then the logger closed; nothing without a logger."""
+    status), then the logger closed; nothing without a logger. Every session declares both
+    val and test columns: TensorBoard takes its columns from one run's session, and a
+    diverged run's (no test metrics) would otherwise hide the test columns of all."""
     from aelab.loggers import TensorBoardLogger
 
     if not logger:
@@ -96,7 +98,10 @@ def log_session(
              for k, v in result.get(part, {}).items() if math.isfinite(v)}
     status = result["status"]
     if isinstance(logger, TensorBoardLogger):
-        logger.log_hyperparams(hparams(cfg, choices), metrics=final, status=status)
+        names = {*result.get("val", {}), *result.get("test", {})}
+        tags = [f"final/{part}_{k}" for part in ("val", "test") for k in sorted(names)]
+        logger.log_hyperparams(hparams(cfg, choices), metrics=final, status=status,
+                               metric_tags=tags)
     elif status == "completed":
         logger.log_hyperparams(hparams(cfg, choices), metrics=final)
     logger.finalize("success" if status == "completed" else "failed")
