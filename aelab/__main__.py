@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from aelab.config import CONFIG_DIR
 
 EXIT_REFUSED = 2
 EXIT_DIVERGED = 3
