@@ -8,7 +8,9 @@ every key the run's Hydra overrides set (e.g. `init.std` even when it is not amo
 usual hyperparameters) and marks `differs` the keys its sweep varies (read from the sweep's
 multirun.yaml; all overridden keys when that cannot be read), so the tab opens on the axes
 of the sweep. Every run that got as far as its logger writes a session, ended with its status
-(completed: success; diverged or failed: failure; interrupted: unknown).
+(completed: success; diverged or failed: failure; interrupted: unknown). The session and its
+final/ metrics go to their own events file (SESSION_SUFFIX), which a resumed run deletes
+first: TensorBoard shows a run's first session, and the resumed run's is the one that counts.
 """
 
 from __future__ import annotations
@@ -74,6 +76,15 @@ def swept_keys() -> set[str] | None:
     except Exception:  # another sweeper's layout, a file being rewritten: mark all overrides
         return None
     return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
+SESSION_SUFFIX = ".session"
+
+
+def remove_sessions(folder: Path) -> None:
+    """Delete the HParams session events of an earlier attempt (before resuming it)."""
+    for path in folder.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
+        path.unlink()
 
 
 # TensorBoard's hparams Status has no "aborted" (2.21: UNKNOWN, SUCCESS, FAILURE, RUNNING):
@@ -153,11 +164,15 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         self.hparams.update(params)
         params = self._sanitize_params(_flatten_dict(params))
         params = {k: v for k, v in params.items() if v is not None}
-        if metrics:
-            self.log_metrics(metrics, step)
+        from torch.utils.tensorboard.summary import scalar
+        from torch.utils.tensorboard.writer import FileWriter
+
         varied = swept_keys()
-        writer = self.experiment._get_file_writer()
         differs = set(swept) if varied is None else varied
         tags = list(metrics) if metric_tags is None else metric_tags
+        writer = FileWriter(self.log_dir, filename_suffix=SESSION_SUFFIX)
+        for tag, value in metrics.items():
+            writer.add_summary(scalar(tag, float(value)), step or 0)
         for summary in session_summaries(params, tags, differs, status):
             writer.add_summary(summary, step)
+        writer.close()

@@ -292,6 +292,7 @@ def _run(
 
     from aelab.build import build
     from aelab.callbacks import FiniteGuard, MetricHistory, RunRecord
+    from aelab.loggers import remove_sessions
 
     quiet_lightning()
 
@@ -348,6 +349,7 @@ def _run(
         remove_stale_events(out_dir)
         log.info("training from scratch -> %s", out_dir)
     else:
+        remove_sessions(out_dir)  # the interrupted attempt's: this run writes its own
         log.info("resume=true: continuing from %s", resume_from)
     try:
         trainer.fit(
