@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from aelab.config import CONFIG_DIR
 
 EXIT_REFUSED = 2
 EXIT_DIVERGED = 3

@@ -7,7 +7,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# inside the package (a link to the top-level conf/ in the source tree, files in a wheel)
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def compose_config(overrides: list[str], output_dir: str | Path) -> DictConfig:

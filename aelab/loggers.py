@@ -7,11 +7,15 @@ summary (each run writes one) and shows, by default, five hyperparameters: those
 every key the run's Hydra overrides set (e.g. `init.std` even when it is not among the
 usual hyperparameters) and marks `differs` the keys its sweep varies (read from the sweep's
 multirun.yaml; all overridden keys when that cannot be read), so the tab opens on the axes
-of the sweep.
+of the sweep. Every run that got as far as its logger writes a session, ended with its status
+(completed: success; diverged or failed: failure; interrupted: unknown). The session and its
+final/ metrics go to their own events file (SESSION_SUFFIX), which a resumed run deletes
+first: TensorBoard shows a run's first session, and the resumed run's is the one that counts.
 """
 
 from __future__ import annotations
 
+import time
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -74,23 +78,72 @@ def swept_keys() -> set[str] | None:
     return {o.key_or_group for o in parsed if o.is_sweep_override()}
 
 
-def mark_differs(experiment_summary: Any, names: set[str]) -> None:
-    """Set `differs` on the hparam infos of an HParams experiment summary, in place."""
-    from tensorboard.plugins.hparams import plugin_data_pb2
+SESSION_SUFFIX = ".session"
 
-    for value in experiment_summary.value:
-        content = value.metadata.plugin_data.content
-        data = plugin_data_pb2.HParamsPluginData.FromString(content)
-        if not data.HasField("experiment"):
-            continue
-        for info in data.experiment.hparam_infos:
-            info.differs = info.name in names
-        value.metadata.plugin_data.content = data.SerializeToString()
+
+def remove_sessions(folder: Path) -> None:
+    """Delete the HParams session events of an earlier attempt (before resuming it)."""
+    for path in folder.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
+        path.unlink()
+
+
+# TensorBoard's hparams Status has no "aborted" (2.21: UNKNOWN, SUCCESS, FAILURE, RUNNING):
+# an interrupted, resumable run ends its session as unknown
+SESSION_STATUS = {
+    "completed": "STATUS_SUCCESS",
+    "diverged": "STATUS_FAILURE",
+    "failed": "STATUS_FAILURE",
+    "refused": "STATUS_FAILURE",
+    "interrupted": "STATUS_UNKNOWN",
+}
+
+
+def session_summaries(
+    params: dict[str, Any], metric_tags: list[str], differs: set[str], status: str
+) -> list[Any]:
+    """The experiment, session-start and session-end summaries of one HParams session: typed
+    values (booleans as booleans; bool, number or str values), the metric columns
+    `metric_tags`, `differs` set on the keys in `differs`, and `status` (an aelab run status,
+    see SESSION_STATUS) as its end status."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from tensorboard.plugins.hparams import plugin_data_pb2 as pd
+
+    def summary(tag: str, **data: Any) -> Summary:
+        content = pd.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
+        meta = metadata.create_summary_metadata(content)
+        return Summary(value=[Summary.Value(tag=tag, metadata=meta, tensor=metadata.NULL_TENSOR)])
+
+    start = pd.SessionStartInfo(start_time_secs=time.time())
+    infos = []
+    for key, value in params.items():
+        if isinstance(value, bool):
+            start.hparams[key].bool_value, kind = value, api_pb2.DATA_TYPE_BOOL
+        elif isinstance(value, (int, float)):
+            start.hparams[key].number_value, kind = value, api_pb2.DATA_TYPE_FLOAT64
+        else:
+            start.hparams[key].string_value, kind = str(value), api_pb2.DATA_TYPE_STRING
+        infos.append(api_pb2.HParamInfo(name=key, type=kind, differs=key in differs))
+    experiment = api_pb2.Experiment(
+        hparam_infos=infos,
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=k)) for k in metric_tags],
+    )
+    end = pd.SessionEndInfo(
+        status=api_pb2.Status.Value(SESSION_STATUS.get(status, "STATUS_UNKNOWN")),
+        end_time_secs=time.time(),
+    )
+    return [
+        summary(metadata.EXPERIMENT_TAG, experiment=experiment),
+        summary(metadata.SESSION_START_INFO_TAG, session_start_info=start),
+        summary(metadata.SESSION_END_INFO_TAG, session_end_info=end),
+    ]
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
-    """`log_hyperparams(params, metrics)` writes an HParams session whose swept keys are marked
-    (see the module's docstring); without metrics it is Lightning's."""
+    """`log_hyperparams(params, metrics, status=..., metric_tags=...)` writes an HParams session
+    whose swept keys are marked, whose metric columns are `metric_tags` (default: the metrics'
+    tags) and which ends with the run's status (see the module's docstring); without metrics
+    (None) it is Lightning's."""
 
     @rank_zero_only
     def log_hyperparams(
@@ -98,22 +151,28 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         params: dict[str, Any] | Namespace,
         metrics: dict[str, Any] | None = None,
         step: int | None = None,
+        status: str = "completed",
+        metric_tags: list[str] | None = None,
     ) -> None:
         swept = override_params(hydra_overrides())
         params = {**swept, **_convert_params(params)}
         if metrics is not None and not isinstance(metrics, dict):
             metrics = {"hp_metric": metrics}
-        if not metrics:
+        if metrics is None:
             super().log_hyperparams(params, metrics, step)
             return
-        from torch.utils.tensorboard.summary import hparams
-
         self.hparams.update(params)
         params = self._sanitize_params(_flatten_dict(params))
-        self.log_metrics(metrics, step)
-        experiment, start, end = hparams(params, metrics)
+        params = {k: v for k, v in params.items() if v is not None}
+        from torch.utils.tensorboard.summary import scalar
+        from torch.utils.tensorboard.writer import FileWriter
+
         varied = swept_keys()
-        mark_differs(experiment, set(swept) if varied is None else varied)
-        writer = self.experiment._get_file_writer()
-        for summary in (experiment, start, end):
+        differs = set(swept) if varied is None else varied
+        tags = list(metrics) if metric_tags is None else metric_tags
+        writer = FileWriter(self.log_dir, filename_suffix=SESSION_SUFFIX)
+        for tag, value in metrics.items():
+            writer.add_summary(scalar(tag, float(value)), step or 0)
+        for summary in session_summaries(params, tags, differs, status):
             writer.add_summary(summary, step)
+        writer.close()

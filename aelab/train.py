@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -39,7 +40,6 @@ from aelab.reliability import (
 log = logging.getLogger("aelab")
 
 HPARAM_KEYS = (
-    "data.name",
     "model.hidden",
     "model.output_activation",
     "data.batch_size",
@@ -74,12 +74,37 @@ def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     params: dict[str, Any] = {
         k: v
         for k, v in choices.items()
-        if v is not None and "/" not in k and k not in ("paths", "logger", "callbacks", "trainer")
+        if v is not None and "/" not in k
+        and k not in ("hydra", "paths", "logger", "callbacks", "trainer")
     }
     for key in HPARAM_KEYS:
         value = OmegaConf.select(cfg, key)
         params[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return params
+
+
+def log_session(
+    logger: Any, cfg: DictConfig, choices: dict[str, str], result: dict[str, Any]
+) -> None:
+    """The run's HParams session (hyperparameters, final/val_* and final/test_* metrics, its
+    status), then the logger closed; nothing without a logger. Every session declares both
+    val and test columns: TensorBoard takes its columns from one run's session, and a
+    diverged run's (no test metrics) would otherwise hide the test columns of all."""
+    from aelab.loggers import TensorBoardLogger
+
+    if not logger:
+        return
+    final = {f"final/{part}_{k}": v for part in ("val", "test")
+             for k, v in result.get(part, {}).items() if math.isfinite(v)}
+    status = result["status"]
+    if isinstance(logger, TensorBoardLogger):
+        names = {*result.get("val", {}), *result.get("test", {})}
+        tags = [f"final/{part}_{k}" for part in ("val", "test") for k in sorted(names)]
+        logger.log_hyperparams(hparams(cfg, choices), metrics=final, status=status,
+                               metric_tags=tags)
+    elif status == "completed":
+        logger.log_hyperparams(hparams(cfg, choices), metrics=final)
+    logger.finalize("success" if status == "completed" else "failed")
 
 
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -170,19 +195,28 @@ def run(
         if previous is None and not (out_dir / CHECKPOINT).exists():
             save_hydra_record(out_dir, cfg)  # a fresh folder: its record from the start
         overrides = list(overrides or [])
+        live: dict[str, Any] = {}  # the logger and the MetricHistory, once _run has made them
         try:
             with restored_env(NVML_CHECK):
-                return _run(cfg, choices, overrides, out_dir, started)
+                return _run(cfg, choices, overrides, out_dir, started, live)
         except RunFolderError:
             raise
         except AelabError as exc:
             if record_refusal:  # a combination refused by design is a result of the sweep
                 status = "refused" if isinstance(exc, ConfigError) else "failed"
-                _record(out_dir, cfg, choices, started, status, error=exc, overrides=overrides)
+                _record(out_dir, cfg, choices, started, status, error=exc, overrides=overrides,
+                        **_live(live))
             raise
         except Exception as exc:
-            _record(out_dir, cfg, choices, started, "failed", error=exc, overrides=overrides)
+            _record(out_dir, cfg, choices, started, "failed", error=exc, overrides=overrides,
+                    **_live(live))
             raise
+
+
+def _live(live: dict[str, Any]) -> dict[str, Any]:
+    """_record's `logger` and `history` from what _run made before it stopped."""
+    history = live.get("history")
+    return {"logger": live.get("logger"), "history": history.history if history else None}
 
 
 def _record(
@@ -195,9 +229,11 @@ def _record(
     error: BaseException | str | None = None,
     history: dict[str, list[float]] | None = None,
     overrides: list[str] | None = None,
+    logger: Any = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Write metrics.json for a run that did not complete; the last finite metrics come along."""
+    """Write metrics.json (and the HParams session, with a logger) for a run that did not
+    complete; the last finite metrics come along."""
     history = history or {}
     result: dict[str, Any] = {
         "status": status,
@@ -217,6 +253,7 @@ def _record(
     out_dir.mkdir(parents=True, exist_ok=True)
     save_hydra_record(out_dir, cfg)
     write_json(out_dir / "metrics.json", result)
+    log_session(logger, cfg, choices, result)
     return result
 
 
@@ -270,6 +307,7 @@ def _run(
     overrides: list[str],
     out_dir: Path,
     started: float,
+    live: dict[str, Any],
 ) -> dict[str, Any]:
     check_config(cfg)
 
@@ -280,6 +318,7 @@ def _run(
 
     from aelab.build import build
     from aelab.callbacks import FiniteGuard, MetricHistory, RunRecord
+    from aelab.loggers import remove_sessions
 
     quiet_lightning()
 
@@ -304,6 +343,7 @@ def _run(
     else:
         logger = instantiate(logger_cfg) if logger_cfg else False
     history = MetricHistory()
+    live.update(logger=logger, history=history)
     guard = FiniteGuard(divergence_causes(cfg, choices))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -336,6 +376,7 @@ def _run(
         remove_stale_events(out_dir)
         log.info("training from scratch -> %s", out_dir)
     else:
+        remove_sessions(out_dir)  # the interrupted attempt's: this run writes its own
         log.info("resume=true: continuing from %s", resume_from)
     try:
         trainer.fit(
@@ -349,7 +390,7 @@ def _run(
         log.error("%s", message)
         return _record(
             out_dir, cfg, choices, started, "diverged",
-            error=message, history=history.history, overrides=overrides,
+            error=message, history=history.history, overrides=overrides, logger=logger,
             diverged_at={"epoch": exc.epoch, "step": exc.step, "global_step": exc.global_step},
             **_diagnostics(trainer, diverged=exc.what),
         )
@@ -363,7 +404,7 @@ def _run(
         )
         log.warning("%s", message)
         _record(out_dir, cfg, choices, started, "interrupted", error=message,
-                history=history.history, overrides=overrides)
+                history=history.history, overrides=overrides, logger=logger)
         raise SystemExit(code) from None
 
     val = {
@@ -375,7 +416,7 @@ def _run(
         code = _interruption(exc, record.exception) or 128 + signal.SIGINT
         _record(out_dir, cfg, choices, started, "interrupted", history=history.history,
                 error="interrupted during the test; resume=true runs the test again",
-                overrides=overrides)
+                overrides=overrides, logger=logger)
         raise SystemExit(code) from None
     test = {k.removeprefix("test/"): float(v) for k, v in tested.items()}
 
@@ -395,11 +436,7 @@ def _run(
         result["resumed_from_epoch"] = record.resumed_from_epoch
     result |= _diagnostics(trainer)
     write_json(out_dir / "metrics.json", result)
-    if logger:
-        final = {f"final/val_{k}": v for k, v in val.items()}
-        final |= {f"final/test_{k}": v for k, v in test.items()}
-        logger.log_hyperparams(hparams(cfg, choices), metrics=final)
-        logger.finalize("success")
+    log_session(logger, cfg, choices, result)
     log.info(
         "test mse %.5f  test bce %.5f  (%d epochs, %.1f s) -> %s",
         test["mse"],

@@ -27,3 +27,14 @@ def hparams_of(acc: EventAccumulator) -> tuple[dict, list[str]]:
         if data.HasField("experiment"):
             metric_tags = [m.name.tag for m in data.experiment.metric_infos]
     return params, metric_tags
+
+
+def session_status(acc: EventAccumulator) -> str:
+    """The end status of the run's HParams session ("STATUS_SUCCESS", ...), "" without one."""
+    from tensorboard.plugins.hparams import api_pb2
+
+    for raw in acc.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_end_info"):
+            return api_pb2.Status.Name(data.session_end_info.status)
+    return ""

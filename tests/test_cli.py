@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import TINY, run_cli
-from events import hparams_of, load_events
+from events import hparams_of, load_events, session_status
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,9 @@ def test_events_hold_curves_images_and_real_hparams(synthetic_run):
     assert image.height == 2 * 30 and image.width == 16 * 30  # inputs above reconstructions
     params, metric_tags = hparams_of(acc)
     assert params["loss"] == "bce" and params["data"] == "synthetic"
+    assert "hydra" not in params and "data.name" not in params  # the data choice says it
+    assert params["trainer.enable_progress_bar"] is False  # booleans stay booleans
+    assert session_status(acc) == "STATUS_SUCCESS"
     assert "hp_metric" not in scalars
     assert {"final/test_mse", "final/val_bce"} <= set(metric_tags)
     metrics = json.loads((synthetic_run / "metrics.json").read_text())

@@ -18,6 +18,7 @@ from aelab.reliability import divergence_causes
 from aelab.train import run
 
 from conftest import compose_config, run_cli
+from events import hparams_of, load_events, session_status
 
 SMALL = [
     "data=synthetic",
@@ -165,3 +166,16 @@ def test_likely_causes_name_the_options_of_this_configuration(tmp_path, override
     causes = divergence_causes(cfg, choices)
     assert any(expected in c for c in causes), causes
     assert any("optimizer.lr=" in c for c in causes)  # the learning rate is always a suspect
+
+
+def test_a_diverged_run_is_a_failed_session_in_the_hparams_tab(tmp_path):
+    folder = tmp_path / "run"
+    small = [o for o in SMALL if o != "logger=none"]
+    result = run(compose_config([*small, *DIVERGES], folder))
+    assert result["status"] == "diverged" and result["epochs"] >= 1
+    acc = load_events(folder)
+    params, metric_tags = hparams_of(acc)
+    assert params["optimizer.lr"] == 10 and session_status(acc) == "STATUS_FAILURE"
+    assert {"final/val_mse", "final/test_mse"} <= set(metric_tags)  # the sweep's columns
+    assert not any(t.startswith("final/test") for t in acc.Tags()["scalars"])  # no test values
+    assert acc.Scalars("final/val_mse")[-1].value == pytest.approx(result["val"]["mse"], rel=1e-6)

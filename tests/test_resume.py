@@ -24,7 +24,7 @@ from aelab.errors import CheckpointError, ConfigError
 from aelab.train import run
 
 from conftest import DATA_DIR, compose_config, run_cli
-from events import load_events
+from events import load_events, session_status
 
 # 16 batches an epoch, Adam, stochastic binarisation (per-batch sampling to reproduce)
 BASE = [
@@ -161,9 +161,13 @@ def test_sigterm_records_interrupted_and_exits_143(reference, tmp_path):
     assert interrupted["status"] == "interrupted" and interrupted["epochs"] == 2
     assert "SIGTERM" in interrupted["error"]
     assert not (folder / ".aelab.lock").exists()
+    assert session_status(load_events(folder)) == "STATUS_UNKNOWN"  # in the HParams tab
 
     result = run(compose_config([*BASE, "resume=true"], folder))
     assert_same_results(result, metrics(reference))
+    acc = load_events(folder)  # the resumed run's session replaced the interrupted one's
+    assert session_status(acc) == "STATUS_SUCCESS"
+    assert [e.value for e in acc.Scalars("final/val_mse")] == [result["val"]["mse"]]
 
 
 def copy_of(folder: Path, tmp_path: Path) -> Path:
