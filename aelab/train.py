@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab.checks import check_config
 from aelab.errors import AelabError, ConfigError, Diverged, RunFolderError
+from aelab.keys import check_keys
 from aelab.reliability import (
     CHECKPOINT,
     RunFolderLock,
@@ -245,14 +246,14 @@ def _run(
     out_dir: Path,
     started: float,
 ) -> dict[str, Any]:
+    check_keys(cfg)
     check_config(cfg)
 
     import lightning as L
     import torch
-    from hydra.utils import instantiate
     from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 
-    from aelab.build import build
+    from aelab.build import build, instantiate
     from aelab.callbacks import FiniteGuard, MetricHistory, RunRecord
 
     quiet_lightning()
