@@ -99,14 +99,22 @@ def restored_env(name: str) -> Iterator[None]:
             os.environ[name] = before
 
 
+def _not_noise(record: logging.LogRecord) -> bool:
+    """False for Lightning's tips and its "GPU/TPU/HPU available" lines when none is used."""
+    message = record.getMessage()
+    if "Tip:" in message:
+        return False
+    if record.levelno == logging.INFO and message.startswith(("TPU available", "HPU available")):
+        return False
+    return not (message.startswith("GPU available:") and "used: False" in message)
+
+
 def quiet_lightning() -> None:
     """Route Lightning's messages through Hydra's log once (no duplicates, no tips)."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "Tip:" not in record.getMessage()
-    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_noise)
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(
         logging.WARNING
     )
