@@ -5,7 +5,8 @@ Exit codes of a single run: 0 completed (or skipped by resume=true), 2 refused i
 was), 3 diverged (metrics.json says so),
 130/143 interrupted by SIGINT/SIGTERM (resumable), 1 a crash (traceback; status "failed"),
 and Hydra's own 1 for an unknown key (a misspelt group option exits 2 and lists the group's
-options). In a multirun every job records its
+options; a key added with `+` that nothing reads is refused by aelab: 2). In a multirun every
+job records its
 status in its metrics.json and the sweep goes on; the sweep exits 1 when a run failed
 (see aelab.outcome.SweepOutcome), 0 when every run completed or diverged.
 """

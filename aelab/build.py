@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 
 from aelab.data import ImageData
 from aelab.domains import covers, describe
-from aelab.errors import ConfigError
+from aelab.errors import AelabError, ConfigError
 from aelab.losses import ReconstructionLoss
 from aelab.module import Autoencoder
 from aelab.nets import OUTPUT_ACTIVATIONS, MLPAutoencoder, auto_output_activation
 from aelab.normalization import Normalization
 
 UNIT_NORMALIZATIONS = "normalization=unit, binary or stochastic_binary"
+
+
+def instantiate(config: Any, **kwargs: Any) -> Any:
+    """Hydra's instantiate, re-raising aelab's own refusals unwrapped (one form for all)."""
+    try:
+        return hydra_instantiate(config, **kwargs)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, AelabError):
+            raise exc.__cause__ from None
+        raise
 
 
 @dataclass
@@ -33,7 +45,7 @@ def check_compatible(
     """Refuse a loss whose targets, or an output activation whose values, cannot meet the data.
 
     `allow_out_of_range` (allow_out_of_range_targets=true) waives both range checks, so
-    that mismatches such as BCE on standardised data (SCIENCE.md H8) can be run on purpose.
+    that mismatches such as BCE on standardised data (docs/QUESTION.md H8) can be run on purpose.
     """
     if not covers(loss.target_range, norm.target_range) and not allow_out_of_range:
         raise ConfigError(

@@ -1,15 +1,18 @@
 """Lightning callbacks: reconstruction images, an atomic last checkpoint, the metric history,
-the divergence guard, the run record kept in checkpoints and a progress bar counting steps."""
+the divergence guard, the run record kept in checkpoints and the progress display: a bar
+counting steps on a terminal, one line per epoch elsewhere (a file, a SLURM log)."""
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from aelab.errors import Diverged
@@ -221,3 +224,46 @@ class StepProgressBar(TQDMProgressBar):
             bar.n = n
             bar.refresh()
         bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+class EpochLines(ProgressBar):
+    """One line per epoch on stdout: epoch, train/loss, val/mse, epoch time, steps/s.
+
+    Printed at on_train_epoch_end, which Lightning 2.x calls after the epoch's validation.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled, self._start, self._step = True, 0.0, 0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._start, self._step = time.perf_counter(), trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._enabled or trainer.sanity_checking:
+            return
+        seconds = time.perf_counter() - self._start
+        metrics = trainer.callback_metrics
+        total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
+        parts = [f"epoch {trainer.current_epoch + 1}{total}"]
+        parts += [f"{k} {float(metrics[k]):.5f}" for k in ("train/loss", "val/mse") if k in metrics]
+        steps = trainer.global_step - self._step
+        parts += [f"{seconds:.1f} s", f"{steps / max(seconds, 1e-9):.0f} steps/s"]
+        print("  ".join(parts), flush=True)
+
+
+def progress_bar(refresh_rate: int = 20) -> ProgressBar:
+    """StepProgressBar when stdout is a terminal, else EpochLines (no carriage-return frames)."""
+    if sys.stdout.isatty():
+        return StepProgressBar(refresh_rate=refresh_rate)
+    return EpochLines()

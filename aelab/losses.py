@@ -211,7 +211,7 @@ class GaussianNLL(ReconstructionLoss):
 
 
 # ---------------------------------------------------------------------------
-# Named variants that reproduce mistakes common in 2017 code (SCIENCE.md H4-H6).
+# Named variants that reproduce mistakes common in 2017 code (docs/QUESTION.md H4-H6).
 # They exist to reproduce failures, not to be used.
 # ---------------------------------------------------------------------------
 

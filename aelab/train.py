@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab.checks import check_config
 from aelab.errors import AelabError, ConfigError, Diverged, RunFolderError
+from aelab.keys import check_keys
 from aelab.reliability import (
     CHECKPOINT,
     RunFolderLock,
@@ -146,14 +147,22 @@ def restored_env(name: str) -> Iterator[None]:
             os.environ[name] = before
 
 
+def _not_noise(record: logging.LogRecord) -> bool:
+    """False for Lightning's tips and its "GPU/TPU/HPU available" lines when none is used."""
+    message = record.getMessage()
+    if "Tip:" in message:
+        return False
+    if record.levelno == logging.INFO and message.startswith(("TPU available", "HPU available")):
+        return False
+    return not (message.startswith("GPU available:") and "used: False" in message)
+
+
 def quiet_lightning() -> None:
     """Route Lightning's messages through Hydra's log once (no duplicates, no tips)."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "Tip:" not in record.getMessage()
-    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_noise)
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(
         logging.WARNING
     )
@@ -309,14 +318,14 @@ def _run(
     started: float,
     live: dict[str, Any],
 ) -> dict[str, Any]:
+    check_keys(cfg)
     check_config(cfg)
 
     import lightning as L
     import torch
-    from hydra.utils import instantiate
     from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 
-    from aelab.build import build
+    from aelab.build import build, instantiate
     from aelab.callbacks import FiniteGuard, MetricHistory, RunRecord
     from aelab.loggers import remove_sessions
 

@@ -79,6 +79,34 @@ def test_non_positive_values_are_refused(tmp_path, override, message):
     assert message in refused(tmp_path, "data=synthetic", override)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+l2_penality=1e-3", "l2_penality is not read by any part of aelab (did you mean "
+                              "l2_penalty?)"),
+        ("+trainer.max_epoch=3", "(did you mean trainer.max_epochs?)"),
+        ("+optimizer.betass=[0.9,0.99]", "(did you mean optimizer.betas?)"),
+        ("+callbacks.reconstructions.n_imagez=4", "(did you mean callbacks.reconstructions."
+                                                  "n_images?)"),
+    ],
+)
+def test_keys_nothing_reads_are_refused(tmp_path, override, message):
+    assert message in refused(tmp_path, "data=synthetic", override)
+
+
+def test_notes_are_accepted_and_known_extra_keys_pass(tmp_path):
+    from aelab.keys import check_keys
+
+    extra = ["+notes.reason=foo", "+trainer.benchmark=false", "+optimizer.betas=[0.9,0.99]"]
+    check_keys(compose_config([*TINY, *extra], tmp_path / "run"))
+
+
+def test_an_aelab_refusal_inside_instantiate_reads_like_every_other(tmp_path):
+    stderr = refused(tmp_path, "data=synthetic", "loss.reduction=bogus")
+    assert stderr.startswith("aelab: error: loss.reduction=")
+    assert "Error in call to target" not in stderr
+
+
 def test_batch_larger_than_the_dataset_is_refused(tmp_path):
     stderr = refused(tmp_path, "data=synthetic", "data.train_size=100", "data.batch_size=128")
     assert "data.batch_size=128 is larger than the training set (100 images)" in stderr

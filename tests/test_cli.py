@@ -67,3 +67,16 @@ def test_incompatible_loss_and_normalization_refused_before_training(tmp_path):
     assert "normalization=standard" in proc.stderr
     assert not (tmp_path / "run" / "last.ckpt").exists()
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_off_a_terminal_the_log_has_one_short_line_per_epoch(tmp_path):
+    overrides = [o for o in TINY if not o.startswith(("trainer.max_epochs", "trainer.enable_prog"))]
+    proc = run_cli(*overrides, "trainer.max_epochs=3", "logger=none", "hydra.run.dir=run",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    lines = [line for line in output.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"], output
+    assert all("train/loss" in line and "val/mse" in line and "steps/s" in line for line in lines)
+    assert "\r" not in output and len(output.encode()) < 3 * 400, output
+    assert "GPU available" not in output and "TPU available" not in output and "Tip:" not in output
