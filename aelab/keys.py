@@ -16,9 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from aelab.config import CONFIG_DIR
 from aelab.errors import ConfigError
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(CONFIG_DIR)
 NOTES = "notes"
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 GROUPS = ("data", "normalization", "model", "activation", "loss", "init", "optimizer",
