@@ -7,7 +7,7 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from aelab.data import ImageData
 from aelab.domains import covers, describe
@@ -90,5 +90,12 @@ def build(cfg: DictConfig) -> Parts:
         data.input_dim, list(cfg.model.hidden), instantiate(cfg.activation), output
     )
     instantiate(cfg.init)(net)
-    module = Autoencoder(net, loss, instantiate(cfg.optimizer), norm, cfg.get("l2_penalty", 0.0))
+    trainer = cfg.get("trainer") or {}
+    module = Autoencoder(
+        net, loss, instantiate(cfg.optimizer), norm, cfg.get("l2_penalty", 0.0),
+        scheduler=OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else None,
+        gradient_clip_val=trainer.get("gradient_clip_val"),
+        gradient_clip_algorithm=trainer.get("gradient_clip_algorithm") or "norm",
+        accumulate_grad_batches=trainer.get("accumulate_grad_batches") or 1,
+    )
     return Parts(norm, loss, data, net, module)

@@ -96,7 +96,7 @@ class MetricHistory(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for key, value in trainer.callback_metrics.items():
-            if not key.endswith(("_step", "_epoch")):
+            if not key.endswith(("_step", "_epoch")) and key not in ("step", "epoch"):
                 self.history.setdefault(key, []).append(float(value))
 
     def state_dict(self) -> dict[str, Any]:
@@ -169,7 +169,8 @@ class FiniteGuard(L.Callback):
         if losses is None or bool(torch.isfinite(losses).all()):
             return
         first = int((~torch.isfinite(losses)).nonzero()[0, 0])
-        step = trainer.global_step - len(losses) + first
+        steps = outputs.get("steps")  # the global step of each batch (several: accumulation)
+        step = steps[first] if steps else trainer.global_step - len(losses) + first
         raise self._diverged(trainer, f"the training loss became {float(losses[first])}", step)
 
     def _check_weights(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -68,15 +68,47 @@ def check_config(cfg: DictConfig) -> None:
     steps = cfg.get("steps_per_call", 1)
     if not (_is_int(steps) and steps >= 1):
         raise ConfigError(f"steps_per_call={steps} must be an integer >= 1 (1: every step).")
-    clip = cfg.trainer.get("gradient_clip_val")
-    accumulate = cfg.trainer.get("accumulate_grad_batches")
-    if clip not in (None, 0) or accumulate not in (None, 1):
-        key = "gradient_clip_val" if clip not in (None, 0) else "accumulate_grad_batches"
-        raise ConfigError(
-            f"trainer.{key}={cfg.trainer[key]} is not supported: aelab takes the optimiser "
-            f"steps itself (steps_per_call), so Lightning does not clip or accumulate "
-            f"gradients; remove trainer.{key}."
-        )
+    check_trainer(cfg.trainer, steps, cfg.get("callbacks") or {})
     resume = cfg.get("resume", False)
     if not isinstance(resume, bool):
         raise ConfigError(f"resume={resume} must be true or false.")
+
+
+def check_trainer(trainer: DictConfig, steps_per_call: int, callbacks: Any) -> None:
+    """Refuse Trainer settings aelab's manual-optimisation loop would get wrong, before training."""
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and not (_is_number(clip) and math.isfinite(clip) and clip >= 0):
+        raise ConfigError(f"trainer.gradient_clip_val={clip} must be a number >= 0, or null.")
+    algorithm = trainer.get("gradient_clip_algorithm")
+    if algorithm not in (None, "norm", "value"):
+        raise ConfigError(f"trainer.gradient_clip_algorithm={algorithm} must be norm or value.")
+    accumulate = trainer.get("accumulate_grad_batches")
+    if accumulate is not None and not (_is_int(accumulate) and accumulate >= 1):
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate} must be an integer >= 1 (1: off)."
+        )
+    devices, strategy = trainer.get("devices", 1), str(trainer.get("strategy", "auto"))
+    if devices not in (1, "1", [0]) or "ddp" in strategy or "fsdp" in strategy:
+        raise ConfigError(
+            f"trainer.devices={devices} trainer.strategy={strategy}: aelab trains one run on "
+            f"one device (its batches are slices of one in-memory tensor, with no distributed "
+            f"sampler); set trainer.devices=1 and run many runs at once with a sweep "
+            f"launcher (README, Sweeps)."
+        )
+    if steps_per_call == 1:
+        return
+    interval = trainer.get("val_check_interval")
+    if interval is not None and interval != 1.0:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} counts Lightning batches, each of which "
+            f"holds steps_per_call={steps_per_call} optimiser steps; set steps_per_call=1 "
+            f"to validate within an epoch."
+        )
+    for name, node in (callbacks.items() if hasattr(callbacks, "items") else []):
+        every = node.get("every_n_train_steps") if hasattr(node, "get") else None
+        if every:
+            raise ConfigError(
+                f"callbacks.{name}.every_n_train_steps={every}: the global step moves by "
+                f"steps_per_call={steps_per_call} per Lightning batch, so the callback would "
+                f"miss steps; set steps_per_call=1."
+            )

@@ -13,10 +13,9 @@ the fixed probe set (the first `probe_size` validation images) it logs:
 - `grads/norm/W<i>`, ||dL/dW<i>||_F, and `grads/update_ratio/W<i>`, the realised step
   ||W_t - W_{t-1}||_F / ||W_{t-1}||_F, each the mean over one optimiser step in every
   `sample_every` since the last measurement, accumulated as tensors on the device (no host
-  sync per step). The step sampled is the first in each window of `sample_every` steps that
-  Lightning's hooks see: every step with `steps_per_call=1`, else the last step of each
-  training batch (so a `sample_every` below `steps_per_call` samples every batch). The mean
-  of every 10th step estimates the epoch mean at ~0.1 % of the cost of a CPU step.
+  sync per step). The step sampled is the first in each window of `sample_every` steps
+  (Lightning's optimizer hooks see every step, whatever `steps_per_call`). The mean of every
+  10th step estimates the epoch mean at ~0.1 % of the cost of a CPU step.
 
 The TensorBoard step is the number of training epochs completed (0 is the initialisation).
 `summary()` gives the verdict and the final numbers that train.py writes to metrics.json.
@@ -121,6 +120,7 @@ class Diagnostics(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        self._measure_update(pl_module)  # a sampled previous step: its update is done now
         window = trainer.global_step // self.sample_every
         if window == self._window:  # one sample per `sample_every` steps, the first hook in it
             return
@@ -144,6 +144,11 @@ class Diagnostics(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
+        self._measure_update(pl_module)
+
+    def _measure_update(self, pl_module: L.LightningModule) -> None:
+        """The sampled step's realised update, at the first hook after it: the next step's
+        on_before_optimizer_step or, when it was a batch's last step, the batch's end."""
         if not self._stepped:
             return
         self._stepped = False

@@ -22,7 +22,7 @@ from aelab.errors import ConfigError
 CONF = Path(CONFIG_DIR)
 NOTES = "notes"
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
-GROUPS = ("data", "normalization", "model", "activation", "loss", "init", "optimizer",
+GROUPS = ("data", "normalization", "model", "activation", "loss", "init", "optimizer", "scheduler",
           "trainer", "logger", "callbacks", "paths")
 
 

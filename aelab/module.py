@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -12,6 +14,7 @@ from aelab.losses import ReconstructionLoss
 from aelab.metrics import pixel_bce, pixel_mse
 from aelab.nets import MLPAutoencoder
 from aelab.normalization import Normalization
+from aelab.schedulers import build_scheduler
 
 
 class RunningMeans:
@@ -48,12 +51,25 @@ class Autoencoder(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         normalization: Normalization,
         l2_penalty: float = 0.0,
+        scheduler: dict[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False  # training_step steps the optimiser (see there)
         self.net, self.loss_fn = net, loss
         self.optimizer_factory, self.normalization = optimizer, normalization
         self.l2_penalty = l2_penalty
+        # Lightning refuses these Trainer arguments under manual optimisation: aelab applies them
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.scheduler_config = dict(scheduler or {})
+        name = self.scheduler_config.get("name", "none")
+        self.scheduler_interval = None if name == "none" else self.scheduler_config.get(
+            "interval", "epoch")
+        self.scheduler_on_validation = name == "plateau"
         # BCE is exact from the logits when the shown prediction is sigmoid(logits) in pixel units
         self.bce_from_logits = (
             isinstance(net.output_activation, nn.Sigmoid)
@@ -82,58 +98,85 @@ class Autoencoder(L.LightningModule):
             objective = objective + self.l2_penalty * self.l2()
         return objective, per_pixel.detach().mean()
 
-    def training_step(self, batches: list[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """One optimiser step per batch in `batches` (`steps_per_call` of them, see StepChunks).
+    def on_train_epoch_start(self) -> None:
+        # here, not at batch 0: a run resumed mid-epoch starts its means afresh
+        self._train_means = RunningMeans()
+        self._batches_seen = 0
 
-        The last step goes through Lightning (`manual_backward`, the LightningOptimizer), so
-        its hooks - on_before_backward, on_after_backward, on_before_optimizer_step and the
-        batch hooks around this call - fire once per call, on its last step; the others are
-        plain `backward()` and `step()`. Returns the steps' objectives, detached, for the
-        divergence check (one host sync per call, in FiniteGuard).
+    def training_step(self, batches: list[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """One backward pass per batch in `batches` (`steps_per_call` of them, see StepChunks),
+        one optimiser step per `accumulate_grad_batches` of them.
+
+        Every pass and step goes through Lightning's public manual-optimisation API
+        (`manual_backward`, the LightningOptimizer's `step`), so the backward/optimizer hooks,
+        the precision plugin (AMP's grad scaler), gradient clipping (on_before_optimizer_step)
+        and the step count (`trainer.global_step`) see every step; only the batch hooks
+        around this call run once per call. Returns the batches' objectives, detached, and the
+        global step each batch went into, for the divergence check (one host sync per call,
+        in FiniteGuard).
         """
         trainer, optimizer = self.trainer, self.optimizers()
-        if batch_idx == 0:
-            self._train_means = RunningMeans()
-        n = len(batches)
-        if trainer.max_steps > 0:
-            n = min(n, trainer.max_steps - trainer.global_step)
-        objectives = []
-        for i, batch in enumerate(batches[:n]):
+        scheduler = self.lr_schedulers() if self.scheduler_interval == "step" else None
+        accumulate = self.accumulate_grad_batches
+        last_call = batch_idx == trainer.num_training_batches - 1
+        objectives, at_step = [], []
+        for i, batch in enumerate(batches):
+            if 0 < trainer.max_steps <= trainer.global_step:
+                break
+            first, self._batches_seen = self._batches_seen % accumulate == 0, self._batches_seen + 1
+            steps = self._batches_seen % accumulate == 0 or (last_call and i == len(batches) - 1)
             objective, loss = self.objective(batch)
             self._train_means.add({"train/loss": loss}, len(batch))
-            if trainer.global_step % trainer.log_every_n_steps == 0:
-                self._log_step_loss(loss)
+            if first and trainer.global_step % trainer.log_every_n_steps == 0:
+                self._log_step_values(loss, optimizer)
             objectives.append(objective.detach())
-            if i < n - 1:
-                optimizer.optimizer.zero_grad()
-                objective.backward()
-                optimizer.optimizer.step()
-                self._count_step()
-            else:
+            at_step.append(trainer.global_step)
+            if first:
                 optimizer.zero_grad()
-                self.manual_backward(objective)
+            self.manual_backward(objective / accumulate if accumulate > 1 else objective)
+            if steps:
                 optimizer.step()
-        # Lightning adds 1 after this call: the loggers' x axis stays the optimiser step
-        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
+                if scheduler is not None:
+                    scheduler.step()
         last_of_run = 0 < trainer.max_steps <= trainer.global_step
-        if batch_idx == trainer.num_training_batches - 1 or last_of_run:
-            self.log_dict(self._train_means.means(), on_step=False, on_epoch=True,
-                          batch_size=self._train_means.count)
-        return {"objectives": torch.stack(objectives)}
+        if last_call or last_of_run:
+            self._log_epoch(self._train_means.means(), self._train_means.count, epoch_end=True)
+            # the lr the epoch's last step used (metrics.json; TensorBoard has it per step)
+            self.log("train/lr", self.lr(optimizer), on_step=False, on_epoch=True, logger=False,
+                     batch_size=1)
+            if self.scheduler_interval == "epoch" and not self.scheduler_on_validation:
+                self.lr_schedulers().step()
+        return {"objectives": torch.stack(objectives) if objectives else torch.zeros(0),
+                "steps": at_step}
 
-    def _count_step(self) -> None:
-        """Count a step taken without the LightningOptimizer in `trainer.global_step`, as the
-        LightningOptimizer counts its own."""
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.increment_ready()
-        progress.increment_completed()
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip here, where Lightning clips under automatic optimisation: after AMP unscales."""
+        if self.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val,
+                                gradient_clip_algorithm=self.gradient_clip_algorithm)
 
-    def _log_step_loss(self, loss: torch.Tensor) -> None:
-        """`train/loss_step` at this optimiser step (every `log_every_n_steps`; one host sync)."""
+    @staticmethod
+    def lr(optimizer: torch.optim.Optimizer) -> float:
+        return float(optimizer.param_groups[0]["lr"])
+
+    def _log_epoch(self, values: dict[str, torch.Tensor], count: int, epoch_end: bool,
+                   prog_bar: bool = False) -> None:
+        """Epoch-level metrics at the epoch's last optimiser step on TensorBoard's x axis
+        (Lightning's documented `step` metric; its own count is Lightning batches, which
+        `steps_per_call` makes fewer than steps)."""
+        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=prog_bar, batch_size=count)
+        self.log("step", float(self.global_step - 1 if epoch_end else self.global_step),
+                 on_step=False, on_epoch=True, batch_size=1)
+        self.log("epoch", float(self.current_epoch), on_step=False, on_epoch=True, batch_size=1)
+
+    def _log_step_values(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """`train/loss_step` and `train/lr` at this optimiser step (every `log_every_n_steps`;
+        one host sync)."""
         step = self.trainer.global_step
         value = float(loss)
         for logger in self.loggers:
-            logger.log_metrics({"train/loss_step": value}, step=step)
+            logger.log_metrics({"train/loss_step": value, "train/lr": self.lr(optimizer)},
+                               step=step)
         self.log("train/loss_step", value, on_step=True, on_epoch=False, prog_bar=True,
                  logger=False, batch_size=1)
 
@@ -155,8 +198,11 @@ class Autoencoder(L.LightningModule):
 
     def _log_evaluation(self, stage: str) -> None:
         """The epoch's size-weighted means: what `self.log` per batch would give, in 3 calls."""
-        self.log_dict(self._eval_means.means(), on_epoch=True, prog_bar=stage == "val",
-                      batch_size=self._eval_means.count)
+        means = self._eval_means.means()
+        self._log_epoch(means, self._eval_means.count, epoch_end=stage == "val",
+                        prog_bar=stage == "val")
+        if stage == "val" and self.scheduler_on_validation and not self.trainer.sanity_checking:
+            self.lr_schedulers().step(means["val/loss"])
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
@@ -170,5 +216,20 @@ class Autoencoder(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch: the training batches over `accumulate_grad_batches`."""
+        data = self.trainer.datamodule
+        batches = math.ceil(len(data.splits["train"]) / data.batch_size)
+        return math.ceil(batches / self.accumulate_grad_batches)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if not self.scheduler_config or self.scheduler_config.get("name", "none") == "none":
+            return optimizer
+        trainer = self.trainer
+        per_epoch = self.steps_per_epoch()
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        if trainer.max_steps > 0:  # max_steps ends the run first: the schedule fits in it
+            epochs = min(epochs, math.ceil(trainer.max_steps / per_epoch))
+        scheduler = build_scheduler(self.scheduler_config, optimizer, per_epoch, epochs)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

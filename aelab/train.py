@@ -52,6 +52,9 @@ HPARAM_KEYS = (
 )
 
 
+MODULE_TRAINER_KEYS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON atomically: a temporary file, flushed to disk, then renamed over `path`."""
     tmp = path.with_name(path.name + ".tmp")
@@ -359,7 +362,8 @@ def _run(
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     try:
         trainer = L.Trainer(
-            **cfg.trainer,
+            # clipping and accumulation are applied by the module (manual optimisation)
+            **{k: v for k, v in cfg.trainer.items() if k not in MODULE_TRAINER_KEYS},
             logger=logger,
             callbacks=[*callbacks, guard, history, record],
             default_root_dir=str(out_dir),

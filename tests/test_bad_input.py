@@ -71,12 +71,24 @@ def test_misspelt_group_option_lists_the_choices(tmp_path):
                             "e.g. model.hidden=[100,50]."),
         ("model.hidden=[100,0]", "model.hidden=[100, 0] must be a non-empty list"),
         ("steps_per_call=0", "steps_per_call=0 must be an integer >= 1 (1: every step)."),
-        ("+trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val=1.0 is not supported"),
-        ("+trainer.accumulate_grad_batches=2", "remove trainer.accumulate_grad_batches."),
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 must be a number >= 0"),
+        ("trainer.gradient_clip_algorithm=max", "must be norm or value"),
+        ("trainer.accumulate_grad_batches=0", "accumulate_grad_batches=0 must be an integer >= 1"),
+        ("trainer.devices=2", "aelab trains one run on one device"),
+        ("+trainer.strategy=ddp", "set trainer.devices=1 and run many runs at once"),
+        ("+trainer.val_check_interval=0.5", "set steps_per_call=1 to validate within an epoch"),
     ],
 )
 def test_non_positive_values_are_refused(tmp_path, override, message):
     assert message in refused(tmp_path, "data=synthetic", override)
+
+
+def test_a_step_counting_callback_is_refused_when_steps_jump(tmp_path):
+    message = refused(tmp_path, "data=synthetic",
+                      "+callbacks.ckpt._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+                      "+callbacks.ckpt.every_n_train_steps=5")
+    assert "callbacks.ckpt.every_n_train_steps=5: the global step moves by" in message
+    assert "set steps_per_call=1" in message
 
 
 @pytest.mark.parametrize(

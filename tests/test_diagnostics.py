@@ -295,19 +295,18 @@ def test_callback_averages_gradient_norms_and_updates_over_sampled_steps():
     for lin in linears:
         nn.init.constant_(lin.weight, 1.0)  # ||W|| = 2
 
-    def run_steps(cb: Diagnostics, n: int, hooked_every: int = 1) -> None:
-        """n optimiser steps; the hooks see every `hooked_every`-th (steps_per_call)."""
+    def run_steps(cb: Diagnostics, n: int, steps_per_call: int = 1) -> None:
+        """n optimiser steps, each seen by the optimizer hook; a training batch of
+        `steps_per_call` of them ends after every `steps_per_call`-th."""
         for step in range(1, n + 1):
             for lin in linears:
                 lin.weight.grad = torch.full((2, 2), float(step))  # ||g|| = 2 * step
             trainer = SimpleNamespace(global_step=step - 1)  # steps done before this one
-            hooked = step % hooked_every == 0
-            if hooked:
-                cb.on_before_optimizer_step(trainer, module, None)
+            cb.on_before_optimizer_step(trainer, module, None)
             with torch.no_grad():
                 for lin in linears:
                     lin.weight.mul_(1 + 0.01 * step)  # realised update ratio 0.01 * step
-            if hooked:
+            if step % steps_per_call == 0:
                 cb.on_train_batch_end(trainer, module, None, None, step - 1)
 
     every = Diagnostics(sample_every=1)
@@ -322,10 +321,11 @@ def test_callback_averages_gradient_norms_and_updates_over_sampled_steps():
     assert float(sampled._grad_sum[0]) / 2 == pytest.approx(4.0)  # (2 + 6) / 2
     assert float(sampled._update_sum[1]) / 2 == pytest.approx(0.02, rel=1e-4)  # (.01 + .03) / 2
 
-    # steps_per_call=3: the hooks see steps 3, 6, 9, 12; sample_every=5 takes the first of
-    # them in each window of 5 steps (global steps 0-4, 5-9, 10-14): steps 3, 6 and 12
+    # steps_per_call=3 (batches end after steps 3, 6, 9, 12): sample_every=5 takes the first
+    # step of each window of 5 (global steps 0-4, 5-9, 10-14): steps 1, 6 and 11, and each
+    # sampled update is that one step's, measured at the next hook, not the batch's end
     chunked = Diagnostics(sample_every=5)
-    run_steps(chunked, 12, hooked_every=3)
+    run_steps(chunked, 12, steps_per_call=3)
     assert chunked._grad_steps == chunked._update_steps == 3
-    assert float(chunked._grad_sum[0]) / 3 == pytest.approx(2 * (3 + 6 + 12) / 3)
-    assert float(chunked._update_sum[0]) / 3 == pytest.approx(0.07, rel=1e-4)
+    assert float(chunked._grad_sum[0]) / 3 == pytest.approx(2 * (1 + 6 + 11) / 3)
+    assert float(chunked._update_sum[0]) / 3 == pytest.approx(0.01 * (1 + 6 + 11) / 3, rel=1e-4)

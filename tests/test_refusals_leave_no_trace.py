@@ -63,7 +63,7 @@ def test_misspelt_option_lists_the_group(tmp_path: Path) -> None:
 
 
 def test_trainer_argument_not_in_defaults_names_the_plus(tmp_path: Path) -> None:
-    proc = run_cli("trainer.gradient_clip_val=1.0", "hydra.run.dir=run", cwd=tmp_path)
+    proc = run_cli("trainer.limit_val_batches=2", "hydra.run.dir=run", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "+trainer.gradient_clip_val=1.0" in proc.stderr
+    assert "+trainer.limit_val_batches=2" in proc.stderr
     assert not (tmp_path / "run").exists()
