@@ -13,9 +13,10 @@ from aelab.data import ImageData
 from aelab.domains import covers, describe
 from aelab.errors import AelabError, ConfigError
 from aelab.losses import ReconstructionLoss
-from aelab.module import Autoencoder
+from aelab.module import Autoencoder, run_length
 from aelab.nets import OUTPUT_ACTIVATIONS, MLPAutoencoder, auto_output_activation
 from aelab.normalization import Normalization
+from aelab.schedulers import resolve
 
 UNIT_NORMALIZATIONS = "normalization=unit, binary or stochastic_binary"
 
@@ -91,9 +92,14 @@ def build(cfg: DictConfig) -> Parts:
     )
     instantiate(cfg.init)(net)
     trainer = cfg.get("trainer") or {}
+    scheduler = OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else None
+    if scheduler:  # refuse a schedule that cannot work now, not when fit starts
+        resolve(scheduler, *run_length(len(data.splits["train"]), data.batch_size,
+                                       trainer.get("accumulate_grad_batches") or 1,
+                                       trainer.get("max_epochs"), trainer.get("max_steps", -1)))
     module = Autoencoder(
         net, loss, instantiate(cfg.optimizer), norm, cfg.get("l2_penalty", 0.0),
-        scheduler=OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else None,
+        scheduler=scheduler,
         gradient_clip_val=trainer.get("gradient_clip_val"),
         gradient_clip_algorithm=trainer.get("gradient_clip_algorithm") or "norm",
         accumulate_grad_batches=trainer.get("accumulate_grad_batches") or 1,

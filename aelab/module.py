@@ -17,6 +17,16 @@ from aelab.normalization import Normalization
 from aelab.schedulers import build_scheduler
 
 
+def run_length(images: int, batch_size: int, accumulate: int, max_epochs: int | None,
+               max_steps: int = -1) -> tuple[int, int]:
+    """(optimiser steps per epoch, epochs) of a run; max_steps, when set, ends it first."""
+    per_epoch = math.ceil(math.ceil(images / batch_size) / accumulate)
+    epochs = max_epochs if max_epochs and max_epochs > 0 else 1
+    if max_steps and max_steps > 0:
+        epochs = min(epochs, math.ceil(max_steps / per_epoch))
+    return per_epoch, epochs
+
+
 class RunningMeans:
     """Size-weighted means of per-batch metrics, summed on the device (no host sync per batch)."""
 
@@ -216,20 +226,16 @@ class Autoencoder(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
 
-    def steps_per_epoch(self) -> int:
-        """Optimiser steps in one epoch: the training batches over `accumulate_grad_batches`."""
-        data = self.trainer.datamodule
-        batches = math.ceil(len(data.splits["train"]) / data.batch_size)
-        return math.ceil(batches / self.accumulate_grad_batches)
+    def schedule_length(self) -> tuple[int, int]:
+        """(optimiser steps per epoch, epochs) of the run, which a scheduler spans."""
+        trainer = self.trainer
+        return run_length(len(trainer.datamodule.splits["train"]), trainer.datamodule.batch_size,
+                          self.accumulate_grad_batches, trainer.max_epochs, trainer.max_steps)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
-        if not self.scheduler_config or self.scheduler_config.get("name", "none") == "none":
+        if self.scheduler_interval is None:
             return optimizer
-        trainer = self.trainer
-        per_epoch = self.steps_per_epoch()
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        if trainer.max_steps > 0:  # max_steps ends the run first: the schedule fits in it
-            epochs = min(epochs, math.ceil(trainer.max_steps / per_epoch))
+        per_epoch, epochs = self.schedule_length()
         scheduler = build_scheduler(self.scheduler_config, optimizer, per_epoch, epochs)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -7,6 +7,7 @@ length left `null` (`total`) is the whole run, in the scheduler's interval.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -38,11 +39,6 @@ def plateau(optimizer: torch.optim.Optimizer, total: int, factor: float = 0.5,
 def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup: int = 100,
                   start_factor: float = 0.01, eta_min: float = 0.0) -> Any:
     """A linear warm-up from `start_factor` x lr over `warmup` intervals, then cosine."""
-    if not 0 < warmup < total:
-        raise ConfigError(
-            f"scheduler.warmup={warmup} must be between 0 and the run's {total} "
-            f"{'steps' if total else 'intervals'}; lower scheduler.warmup."
-        )
     return sched.SequentialLR(
         optimizer,
         [sched.LinearLR(optimizer, start_factor=start_factor, total_iters=warmup),
@@ -54,14 +50,13 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup: int = 10
 BUILDERS = {"cosine": cosine, "step": step, "plateau": plateau, "warmup_cosine": warmup_cosine}
 
 
-def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer,
-                    steps_per_epoch: int, epochs: int) -> dict[str, Any] | None:
-    """Lightning's scheduler config for `config` (the `scheduler` group), or None for `none`."""
+def resolve(config: dict[str, Any], steps_per_epoch: int,
+            epochs: int) -> tuple[str, str, int, dict[str, Any]]:
+    """(name, interval, total, the builder's options) of a `scheduler` config; ConfigError for
+    settings that cannot work (build() calls this before training, so a refusal costs nothing)."""
     options = dict(config)
     name = options.pop("name", "none")
-    if name == "none":
-        return None
-    if name not in BUILDERS:
+    if name != "none" and name not in BUILDERS:
         raise ConfigError(f"scheduler.name={name!r} is unknown; choose none or one of "
                           f"{', '.join(BUILDERS)}.")
     interval = options.pop("interval", "epoch")
@@ -71,5 +66,29 @@ def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer,
     total = options.pop("total", None) or (
         epochs * steps_per_epoch if interval == "step" else epochs
     )
+    if name == "none":
+        return name, interval, total, options
+    accepted = set(inspect.signature(BUILDERS[name]).parameters) - {"optimizer", "total"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"scheduler={name} takes {', '.join(sorted(accepted))}, not "
+            f"{', '.join(unknown)}; remove scheduler.{unknown[0]}."
+        )
+    warmup = options.get("warmup", 0)
+    if name == "warmup_cosine" and not 0 < warmup < total:
+        raise ConfigError(
+            f"scheduler.warmup={warmup} must be between 0 and the run's length, {total} "
+            f"{interval}s; lower scheduler.warmup."
+        )
+    return name, interval, total, options
+
+
+def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer,
+                    steps_per_epoch: int, epochs: int) -> dict[str, Any] | None:
+    """Lightning's scheduler config for `config` (the `scheduler` group), or None for `none`."""
+    name, interval, total, options = resolve(config, steps_per_epoch, epochs)
+    if name == "none":
+        return None
     scheduler = BUILDERS[name](optimizer, total, **options)
     return {"scheduler": scheduler, "interval": interval, "name": name}

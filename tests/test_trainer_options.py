@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from test_fast_path import plain_loop
 from torch.optim import lr_scheduler as sched
 
 from aelab.build import build
+from aelab.errors import ConfigError
 from aelab.train import run
 
 from conftest import REPO, compose_config
@@ -201,6 +203,20 @@ def test_killed_and_resumed_run_with_a_scheduler_ends_as_an_uninterrupted_one(tm
     assert resumed["resumed_from_epoch"] == 3  # killed in the third epoch (1-based)
     assert resumed["history"] == reference["history"]
     assert resumed["test"] == reference["test"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["scheduler=cosine", "+scheduler.gamma=0.5"],
+         "scheduler=cosine takes eta_min, not gamma; remove scheduler.gamma."),
+        (["scheduler=plateau", "scheduler.interval=step"], "(plateau: epoch, after each"),
+        (["scheduler=warmup_cosine", "scheduler.warmup=1000"], "lower scheduler.warmup"),
+    ],
+)
+def test_scheduler_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(compose_config([*SMALL, *overrides], tmp_path / "run"))
 
 
 def test_bf16_autocast_trains_on_the_cpu(tmp_path):
