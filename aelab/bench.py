@@ -64,11 +64,11 @@ def hand_loop_epochs(train: torch.Tensor, val: torch.Tensor, batch_size: int,
     """The baseline: the same net and optimiser (Adam, lr 1e-3) in a plain PyTorch loop over
     the same tensors, with a validation pass per epoch, no framework (and, as in a process
     without Lightning, torch's plain CUDA availability check)."""
-    from aelab.nets import MLPAutoencoder
+    from aelab.nets import mlp_autoencoder
     from aelab.train import NVML_CHECK, restored_env
 
     torch.manual_seed(0)
-    net = MLPAutoencoder(train.shape[1], [100, 50], nn.Sigmoid, "sigmoid").to(train.device)
+    net = mlp_autoencoder((1, 28, 28), [100, 50], nn.Sigmoid, "sigmoid").to(train.device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     times = []
     with restored_env(NVML_CHECK):
@@ -132,12 +132,12 @@ def textbook_epoch(root: str) -> float:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from aelab.nets import MLPAutoencoder
+    from aelab.nets import mlp_autoencoder
 
     class Plain(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = MLPAutoencoder(784, [100, 50], nn.Sigmoid, "sigmoid")
+            self.net = mlp_autoencoder((1, 28, 28), [100, 50], nn.Sigmoid, "sigmoid")
 
         def training_step(self, batch, batch_idx):
             x = batch[0].flatten(1)

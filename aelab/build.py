@@ -14,7 +14,7 @@ from aelab.domains import covers, describe
 from aelab.errors import AelabError, ConfigError
 from aelab.losses import ReconstructionLoss
 from aelab.module import Autoencoder, run_length
-from aelab.nets import OUTPUT_ACTIVATIONS, MLPAutoencoder, auto_output_activation
+from aelab.nets import OUTPUT_ACTIVATIONS, EncoderDecoder, auto_output_activation
 from aelab.normalization import Normalization
 from aelab.schedulers import resolve
 
@@ -36,7 +36,7 @@ class Parts:
     normalization: Normalization
     loss: ReconstructionLoss
     data: ImageData
-    net: MLPAutoencoder
+    net: EncoderDecoder
     module: Autoencoder
 
 
@@ -71,6 +71,20 @@ def check_compatible(
         )
 
 
+def build_net(cfg: DictConfig, image_shape: tuple[int, int, int], output: str) -> EncoderDecoder:
+    """The encoder and decoder of `cfg.model` for images of `image_shape`, paired."""
+    activation = instantiate(cfg.activation)
+    for part in ("encoder", "decoder"):
+        if not OmegaConf.select(cfg.model, f"{part}._target_"):
+            raise ConfigError(f"model.{part} is missing or has no _target_; choose a model "
+                              f"preset (model=mlp, seed, conv or conv_mlp) or give model.{part}.")
+    encoder, decoder = (
+        instantiate(cfg.model[part], image_shape=list(image_shape), activation=activation)
+        for part in ("encoder", "decoder")
+    )
+    return EncoderDecoder(encoder, decoder, output)
+
+
 def build(cfg: DictConfig) -> Parts:
     """Instantiate normalisation, loss, data (loaded), net and module; raise AelabError early."""
     norm: Normalization = instantiate(cfg.normalization)
@@ -87,9 +101,7 @@ def build(cfg: DictConfig) -> Parts:
     data: ImageData = instantiate(
         cfg.data, normalization=norm, seed=cfg.seed, steps_per_call=cfg.get("steps_per_call", 1)
     ).load()
-    net = MLPAutoencoder(
-        data.input_dim, list(cfg.model.hidden), instantiate(cfg.activation), output
-    )
+    net = build_net(cfg, data.image_shape, output)
     instantiate(cfg.init)(net)
     trainer = cfg.get("trainer") or {}
     scheduler = OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else None

@@ -44,7 +44,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.val_size={val_size} must be a positive integer, e.g. 5000.")
     hidden = cfg.model.get("hidden")
     shown = list(hidden) if isinstance(hidden, ListConfig) else hidden
-    if (
+    if "hidden" in cfg.model and (  # model=mlp's widths; conv parts check their own settings
         not isinstance(hidden, ListConfig)
         or len(hidden) == 0
         or any(not _is_int(w) or w <= 0 for w in hidden)

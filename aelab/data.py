@@ -151,6 +151,12 @@ class ImageData(L.LightningDataModule):
     def input_dim(self) -> int:
         return self.load().splits["train"].shape[1]
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images (square grey for the IDX and synthetic sets)."""
+        side = math.isqrt(self.input_dim)
+        return (1, side, side)
+
     def setup(self, stage: str | None = None) -> None:
         self.load()
         device = self.trainer.strategy.root_device if self.trainer is not None else None

@@ -35,6 +35,7 @@ from aelab import diagnostics as dg
 from aelab.callbacks import tensorboard
 from aelab.errors import ConfigError
 from aelab.images import add_grey_image, tile
+from aelab.nets import unit_rows
 
 RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU, nn.SELU, nn.ReLU6)
 SATURATION_THRESHOLDS = {nn.Sigmoid: dg.SIGMOID_SATURATION, nn.Tanh: dg.TANH_SATURATION}
@@ -62,6 +63,26 @@ def add_histogram(writer: Any, tag: str, values: torch.Tensor, step: int, bins: 
     writer.add_histogram_raw(
         tag, lo, hi, values.numel(), total, squares, limits.tolist(), counts.tolist(), step
     )
+
+
+def channels_last(z: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) conv pre-activations as (N*H*W, C) samples of C units; (N, units) as is."""
+    return z.movedim(1, -1).reshape(-1, z.shape[1]) if z.dim() > 2 else z
+
+
+def filter_grid(shades: torch.Tensor, min_side: int = 12) -> torch.Tensor:
+    """(units, C, h, w) filter images in [0, 1] as one (H, W) grey grid: a square of tiles,
+    one per unit and input channel, small kernels enlarged (nearest) to >= `min_side` pixels."""
+    units, channels, h, w = shades.shape
+    grow = max(1, math.ceil(min_side / max(h, w)))
+    cells = shades.reshape(units * channels, h, w)
+    cells = cells.repeat_interleave(grow, 1).repeat_interleave(grow, 2)
+    if cells.shape[1] != cells.shape[2]:  # tile() takes square images: pad the short side
+        side = max(cells.shape[1:])
+        cells = torch.nn.functional.pad(
+            cells, (0, side - cells.shape[2], 0, side - cells.shape[1]), value=1.0)
+    columns = math.ceil(math.sqrt(len(cells)))
+    return tile(cells.flatten(1), columns=columns, pad_value=1.0)[0]
 
 
 def _saturation_threshold(act: nn.Module) -> float | None:
@@ -115,7 +136,8 @@ class Diagnostics(L.Callback):
 
     @staticmethod
     def _weights(pl_module: L.LightningModule) -> list[torch.Tensor]:
-        return [lin.weight.detach() for lin in pl_module.net.linears]
+        """Each weight layer's weights as (units, fan-in) rows (conv kernels flattened)."""
+        return [unit_rows(layer.weight.detach(), layer) for layer in pl_module.net.weight_layers()]
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
@@ -125,7 +147,7 @@ class Diagnostics(L.Callback):
         if window == self._window:  # one sample per `sample_every` steps, the first hook in it
             return
         self._window = window
-        grads = [lin.weight.grad for lin in pl_module.net.linears]
+        grads = [layer.weight.grad for layer in pl_module.net.weight_layers()]
         if any(g is None for g in grads):
             return
         norms = dg.frobenius_norms(grads)
@@ -229,7 +251,7 @@ class Diagnostics(L.Callback):
             out[f"collapse/max_abs/W{i}"] = dg.max_abs(w)
             out[f"collapse/shrunk_units/W{i}"] = dg.shrunk_fraction(w, w0, self.shrink_fraction)
 
-        acts = [*net.activations, net.output_activation]
+        acts = net.activations()
         for i, (z, a, act) in enumerate(zip(pre, post, acts), start=1):
             name = "out" if i == len(acts) else f"h{i}"
             threshold = _saturation_threshold(act)
@@ -240,12 +262,12 @@ class Diagnostics(L.Callback):
                 if bounds is not None:
                     out["units/exact_bound/out"] = dg.exact_bound_count(a, *bounds)
                 continue
-            if isinstance(act, RELU_LIKE):
-                out[f"units/dead/{name}"] = dg.dead_fraction(z)
-            out[f"units/input_dependence/{name}"] = dg.input_dependence(a)
+            if isinstance(act, RELU_LIKE):  # a conv unit is a channel, dead at every position
+                out[f"units/dead/{name}"] = dg.dead_fraction(channels_last(z))
+            out[f"units/input_dependence/{name}"] = dg.input_dependence(a.flatten(1))
 
         out["rank/code"] = dg.effective_rank(post[net.code_layer])
-        out["rank/W1"] = dg.effective_rank(net.linears[0].weight)
+        out["rank/W1"] = dg.effective_rank(self._weights(pl_module)[0])
 
         if self._grad_sum is not None:
             for i, total in enumerate(self._grad_sum, start=1):
@@ -268,14 +290,11 @@ class Diagnostics(L.Callback):
         if self.histograms:
             for i, w in enumerate(weights, start=1):
                 add_histogram(writer, f"collapse/weights/W{i}", w, step)
-        w1, w0 = weights[0], self.w0[0]
-        side = math.isqrt(w1.shape[1])
-        if self.filters and side * side == w1.shape[1]:
-            scale = FILTER_SCALE * w0.square().mean().sqrt()
-            shades = (0.5 + 0.5 * w1 / scale).clamp(0, 1).nan_to_num(0.5)
-            columns = math.ceil(math.sqrt(len(w1)))
-            grid = tile(shades.cpu(), columns=columns, pad_value=1.0)
-            add_grey_image(writer, "collapse/W1_filters", grid[0], step)
+        if self.filters:
+            filters = pl_module.net.first_layer_filters()  # (units, C, h, w)
+            scale = FILTER_SCALE * self.w0[0].square().mean().sqrt()
+            shades = (0.5 + 0.5 * filters / scale).clamp(0, 1).nan_to_num(0.5)
+            add_grey_image(writer, "collapse/W1_filters", filter_grid(shades.cpu()), step)
 
     # ------------------------------------------------------------ the run's verdict
 

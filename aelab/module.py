@@ -12,7 +12,7 @@ from torch import nn
 
 from aelab.losses import ReconstructionLoss
 from aelab.metrics import pixel_bce, pixel_mse
-from aelab.nets import MLPAutoencoder
+from aelab.nets import EncoderDecoder
 from aelab.normalization import Normalization
 from aelab.schedulers import build_scheduler
 
@@ -56,7 +56,7 @@ class Autoencoder(L.LightningModule):
 
     def __init__(
         self,
-        net: MLPAutoencoder,
+        net: EncoderDecoder,
         loss: ReconstructionLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         normalization: Normalization,
@@ -97,7 +97,7 @@ class Autoencoder(L.LightningModule):
         return self.normalization.decode(self.loss_fn.prediction(logits, recon))
 
     def l2(self) -> torch.Tensor:
-        return sum(lin.weight.square().sum() for lin in self.net.linears)
+        return sum(layer.weight.square().sum() for layer in self.net.weight_layers())
 
     def objective(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the loss to minimise, its per-pixel mean for logging) on one batch."""

@@ -13,14 +13,18 @@ LOSSES = ["mse", "bce", "l1", "huber"]
 ACTIVATIONS = ["sigmoid", "relu", "tanh", "leaky_relu", "elu", "gelu"]
 NORMALIZATIONS = ["unit", "standard", "symmetric", "binary", "stochastic_binary"]
 REFUSED = {("bce", "standard"), ("bce", "symmetric")}
+MODELS = {"seed": [], "conv": ["model.channels=[4,8]", "model.code_dim=8"]}  # a small conv net
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("loss", LOSSES)
-def test_combination_trains_one_step_or_is_refused(make_config, loss, activation, normalization):
-    cfg = make_config(*TINY, f"loss={loss}", f"activation={activation}",
-                      f"normalization={normalization}", "logger=none", "+trainer.max_steps=1")
+def test_combination_trains_one_step_or_is_refused(make_config, loss, activation, normalization,
+                                                    model):
+    cfg = make_config(*TINY, f"model={model}", *MODELS[model], f"loss={loss}",
+                      f"activation={activation}", f"normalization={normalization}",
+                      "logger=none", "+trainer.max_steps=1")
     if (loss, normalization) in REFUSED:
         with pytest.raises(ConfigError, match=f"loss={loss} needs targets in \\[0, 1\\]"):
             run(cfg)

@@ -291,7 +291,7 @@ def test_callback_averages_gradient_norms_and_updates_over_sampled_steps():
     from torch import nn
 
     linears = nn.ModuleList([nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False)])
-    module = SimpleNamespace(net=SimpleNamespace(linears=linears))
+    module = SimpleNamespace(net=SimpleNamespace(weight_layers=lambda: list(linears)))
     for lin in linears:
         nn.init.constant_(lin.weight, 1.0)  # ||W|| = 2
 

@@ -86,9 +86,10 @@ def test_experiment_is_global_and_composes_to_its_intended_values(make_config, n
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_builds_the_all_sigmoid_seed_network(make_config, name):
     parts = build(make_config(*TINY, f"experiment={name}"))
-    widths = [parts.net.linears[0].in_features] + [lin.out_features for lin in parts.net.linears]
+    linears = parts.net.weight_layers()
+    widths = [linears[0].in_features] + [lin.out_features for lin in linears]
     assert widths == [784, 100, 50, 100, 784]
-    assert all(isinstance(a, nn.Sigmoid) for a in parts.net.activations)
+    assert all(isinstance(a, nn.Sigmoid) for a in parts.net.activations()[:-1])
     assert isinstance(parts.net.output_activation, nn.Sigmoid)
 
 

@@ -55,6 +55,7 @@ def plain_loop(cfg: DictConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
         ["optimizer=adam", "loss=mse"],
         ["optimizer=sgd", "optimizer.momentum=0.9", "l2_penalty=0.001", "loss=bce"],
         ["optimizer=rmsprop", "normalization=stochastic_binary", "loss=bce"],
+        ["model=conv", "model.channels=[4,8]", "activation=relu", "loss=bce", "l2_penalty=0.001"],
     ],
 )
 def test_aelab_gives_the_loss_curve_and_weights_of_a_plain_loop(make_config, setting,

@@ -11,7 +11,7 @@ from aelab.build import build, check_compatible
 from aelab.errors import ConfigError
 from aelab.losses import BCE, MSE
 from aelab.module import Autoencoder
-from aelab.nets import MLPAutoencoder, init_normal
+from aelab.nets import EncoderDecoder, init_normal, mlp_autoencoder
 from aelab.normalization import Standard, Unit
 from aelab.train import run
 
@@ -20,17 +20,17 @@ from conftest import TINY
 SEED_WIDTHS = [(784, 100), (100, 50), (50, 100), (100, 784)]  # (fan_in, fan_out) per layer
 
 
-def seed_net(init_overrides, make_config) -> MLPAutoencoder:
+def seed_net(init_overrides, make_config) -> EncoderDecoder:
     """The seed network initialised through the composed `init` group."""
     torch.manual_seed(0)
-    net = MLPAutoencoder(784, [100, 50], nn.Sigmoid, "sigmoid")
+    net = mlp_autoencoder((1, 28, 28), [100, 50], nn.Sigmoid, "sigmoid")
     instantiate(make_config(*init_overrides).init)(net)
     return net
 
 
 def layers(net):
-    assert [(m.in_features, m.out_features) for m in net.linears] == SEED_WIDTHS
-    return list(net.linears)
+    assert [(m.in_features, m.out_features) for m in net.weight_layers()] == SEED_WIDTHS
+    return list(net.weight_layers())
 
 
 # --- initialisation ---------------------------------------------------------------------------
@@ -62,7 +62,7 @@ def test_init_kaiming_has_he_std_and_zero_biases(make_config):
 def test_init_normal_draws_weights_and_biases_like_tf_random_normal(make_config):
     net = seed_net(["init=normal"], make_config)  # conf/init/normal.yaml: std 1, biases too
     weights = torch.cat([lin.weight.flatten() for lin in layers(net)])
-    biases = torch.cat([lin.bias for lin in net.linears])
+    biases = torch.cat([lin.bias for lin in net.weight_layers()])
     assert weights.std().item() == pytest.approx(1.0, rel=0.01)
     assert weights.mean().item() == pytest.approx(0.0, abs=0.01)
     assert biases.std().item() == pytest.approx(1.0, rel=0.05)  # 1034 biases
@@ -89,7 +89,7 @@ def test_init_normal_std_one_saturates_the_seed_network_at_step_zero(make_config
 
 def module_with(loss, l2_penalty: float = 0.0, seed: int = 0) -> Autoencoder:
     torch.manual_seed(seed)
-    net = MLPAutoencoder(784, [100, 50], nn.Sigmoid, "sigmoid")
+    net = mlp_autoencoder((1, 28, 28), [100, 50], nn.Sigmoid, "sigmoid")
     return Autoencoder(net, loss, torch.optim.SGD, Unit(), l2_penalty).double()
 
 
@@ -141,7 +141,7 @@ def test_l2_penalty_adds_lambda_sum_squared_weights_with_gradient_two_lambda_w()
     obj0, logged0, grads0 = step(module_with(BCE(), 0.0), batch)
     module = module_with(BCE(), lam)
     obj, logged, grads = step(module, batch)
-    weights = [lin.weight for lin in module.net.linears]
+    weights = [lin.weight for lin in module.net.weight_layers()]
     expected_penalty = lam * sum(w.detach().square().sum() for w in weights)
     torch.testing.assert_close(obj, obj0 + expected_penalty)
     torch.testing.assert_close(logged, logged0)  # the logged loss is the data term only
