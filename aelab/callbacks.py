@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Checkpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from aelab.errors import Diverged
-from aelab.images import add_grey_image, tile
+from aelab.images import add_png_image, tile
 
 
 def tensorboard(trainer: L.Trainer):
@@ -28,7 +28,8 @@ def tensorboard(trainer: L.Trainer):
 
 
 class ReconstructionGrid(L.Callback):
-    """Each validation epoch: the first `n_images` validation inputs above their reconstructions."""
+    """Each validation epoch: the first `n_images` validation inputs above their reconstructions
+    (an RGB image for colour data)."""
 
     def __init__(self, n_images: int = 16) -> None:
         self.n_images = n_images
@@ -41,9 +42,10 @@ class ReconstructionGrid(L.Callback):
         with torch.no_grad():
             y = pl_module.reconstruct(x)
         x = pl_module.normalization.decode(x)
-        grid = tile(torch.cat([x, y]).clamp(0, 1).cpu(), columns=len(x))
+        shape = getattr(trainer.datamodule, "image_shape", None)  # (C, H, W): grey or colour
+        grid = tile(torch.cat([x, y]).clamp(0, 1).cpu(), columns=len(x), shape=shape)
         # step: epochs completed (1 after the first), as the diagnostics images
-        add_grey_image(writer, "reconstructions", grid[0], trainer.current_epoch + 1)
+        add_png_image(writer, "reconstructions", grid, trainer.current_epoch + 1)
 
 
 def fsync_file(path: Path) -> None:

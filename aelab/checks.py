@@ -20,6 +20,51 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, float) and 0 < value < 1
+
+
+def check_val_size(value: Any) -> None:
+    """data.val_size: a number of images (int > 0) or a fraction in (0, 1) of the train pool."""
+    if value is not None and not ((_is_int(value) and value > 0) or _is_fraction(value)):
+        raise ConfigError(
+            f"data.val_size={value} must be a positive integer, or a fraction in (0, 1) of "
+            f"the training images, e.g. data.val_size=5000 or data.val_size=0.1."
+        )
+
+
+def check_fraction(key: str, value: Any) -> None:
+    """data.KEY: null or a fraction in (0, 1)."""
+    if value is not None and not _is_fraction(value):
+        raise ConfigError(f"data.{key}={value} must be a fraction in (0, 1), e.g. data.{key}=0.1.")
+
+
+def data_size(value: Any) -> tuple[int, int] | None:
+    """data.size as (H, W): null, one integer (square) or [H, W] of positive integers."""
+    if value is None:
+        return None
+    if _is_int(value) and value > 0:
+        return value, value
+    if not isinstance(value, (str, bytes)) and hasattr(value, "__len__") and len(value) == 2:
+        h, w = value[0], value[1]
+        if _is_int(h) and _is_int(w) and h > 0 and w > 0:
+            return h, w
+    shown = list(value) if isinstance(value, ListConfig) else value
+    raise ConfigError(
+        f"data.size={shown} must be [H,W] of positive integers or one integer (square), "
+        f"e.g. data.size=[32,32]."
+    )
+
+
+def data_channels(value: Any) -> int | None:
+    """data.channels: null (as read), 1 (grey) or 3 (colour)."""
+    if value is None or (_is_int(value) and value in (1, 3)):
+        return value
+    raise ConfigError(
+        f"data.channels={value} must be 1 (grey), 3 (colour) or null (as the files are)."
+    )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse values that cannot train, naming the option to change and how."""
     lr = cfg.optimizer.get("lr")
@@ -39,9 +84,10 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"data.{key}={value} must be a positive integer, or null for the whole split."
             )
-    val_size = cfg.data.get("val_size")
-    if val_size is not None and not (_is_int(val_size) and val_size > 0):
-        raise ConfigError(f"data.val_size={val_size} must be a positive integer, e.g. 5000.")
+    check_val_size(cfg.data.get("val_size"))
+    check_fraction("test_fraction", cfg.data.get("test_fraction"))
+    data_size(cfg.data.get("size"))
+    data_channels(cfg.data.get("channels"))
     hidden = cfg.model.get("hidden")
     shown = list(hidden) if isinstance(hidden, ListConfig) else hidden
     if "hidden" in cfg.model and (  # model=mlp's widths; conv parts check their own settings

@@ -9,11 +9,20 @@ from collections.abc import Callable, Iterator
 import lightning as L
 import torch
 
+from aelab.checks import check_fraction, check_val_size, data_channels, data_size
 from aelab.datasets import TORCHVISION_NAMES, load_torchvision_images, synthetic_images
 from aelab.errors import ConfigError
+from aelab.image_files import load_image_folder, load_tensor_file
 from aelab.normalization import Normalization
 
-DATASETS = (*TORCHVISION_NAMES, "synthetic")
+OWN = ("folder", "tensor_file")  # the user's own images: no official test split
+DATASETS = (*TORCHVISION_NAMES, "synthetic", *OWN)
+OWN_OPTIONS = ("path", "size", "channels", "key", "test_fraction")
+
+
+def count(value: int | float, n: int) -> int:
+    """A number of images: `value` itself, or a fraction of `n` (at least 1)."""
+    return value if isinstance(value, int) else max(1, round(value * n))
 
 
 class TensorBatches:
@@ -76,11 +85,18 @@ class StepChunks:
 
 
 class ImageData(L.LightningDataModule):
-    """Train/val/test images, normalised once, held as (N, 784) float tensors.
+    """Train/val/test images of shape (C, H, W), normalised once, held as flat (N, C*H*W)
+    float tensors.
 
     Train and val come from the official train set, split with `split_seed`;
     test is the official test set. `train_size`/`test_size` take a prefix
-    (and set the sizes of the `synthetic` set).
+    (and set the sizes of the `synthetic` set). `val_size` is a number of images or a
+    fraction of the train pool.
+
+    `folder` (PNG/JPEG files under `path`) and `tensor_file` (a .npy, .npz or .pt file at
+    `path`, `key` choosing an array) are the user's own images: a `test_fraction` of them,
+    drawn with `split_seed`, is the test set and the rest the train pool; `size` (H, W)
+    resizes them, `channels` (1 or 3) converts them.
     """
 
     def __init__(
@@ -90,25 +106,68 @@ class ImageData(L.LightningDataModule):
         root: str = "./data",
         batch_size: int = 128,
         eval_batch_size: int = 1000,
-        val_size: int = 5000,
+        val_size: int | float = 5000,
         train_size: int | None = None,
         test_size: int | None = None,
         split_seed: int = 0,
         download: bool = True,
         seed: int = 0,
         steps_per_call: int = 1,
+        path: str | None = None,
+        size: int | list[int] | None = None,
+        channels: int | None = None,
+        key: str | None = None,
+        test_fraction: float | None = None,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
             raise ConfigError(
                 f"data.name={name!r} is unknown; choose one of {', '.join(DATASETS)}."
             )
+        given = {"path": path, "size": size, "channels": channels, "key": key,
+                 "test_fraction": test_fraction}
+        if name not in OWN:
+            for option, value in given.items():
+                if value is not None:
+                    raise ConfigError(
+                        f"data.{option}={value} applies to data=folder and data=tensor_file "
+                        f"only; remove it for data={name}."
+                    )
+        elif key is not None and name == "folder":
+            raise ConfigError(f"data.key={key} applies to data=tensor_file only; remove it.")
+        check_val_size(val_size)
+        check_fraction("test_fraction", test_fraction)
+        self.path, self.key = path, key
+        self.size, self.channels = data_size(size), data_channels(channels)
+        self.test_fraction = 0.1 if test_fraction is None else test_fraction
         self.name, self.normalization, self.root = name, normalization, root
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_size, self.test_size = val_size, train_size, test_size
         self.split_seed, self.download, self.seed = split_seed, download, seed
         self.steps_per_call = steps_per_call
         self.splits: dict[str, torch.Tensor] = {}
+        self._image_shape: tuple[int, int, int] | None = None
+
+    def _own_images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train pool, test set) of the user's images, (N, C, H, W) floats in [0, 1]: a
+        `test_fraction` drawn with `split_seed` is the test set; both keep the file order."""
+        if self.name == "folder":
+            images = load_image_folder(self.path, self.size, self.channels)
+        else:
+            images = load_tensor_file(self.path, self.key, self.size, self.channels)
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
+        n = len(images)
+        n_test = count(self.test_fraction, n)
+        if n_test >= n:
+            raise ConfigError(
+                f"data.path={self.path} holds {n} image(s): data.test_fraction="
+                f"{self.test_fraction} leaves none to train on; add images (3 at the least: "
+                f"one each for training, validation and test)."
+            )
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        test, pool = perm[:n_test].sort().values, perm[n_test:].sort().values
+        return images[pool], images[test]
 
     def load(self) -> ImageData:
         """Read, split and normalise the images (CPU). Raises DataError before any training."""
@@ -116,19 +175,24 @@ class ImageData(L.LightningDataModule):
             return self
         if self.name == "synthetic":
             n_train = self.train_size or 2048
-            full = synthetic_images(n_train + self.val_size, seed=self.split_seed)
-            test = synthetic_images(self.test_size or 512, seed=self.split_seed + 1)
+            n_val = count(self.val_size, n_train)
+            full = synthetic_images(n_train + n_val, seed=self.split_seed).unsqueeze(1)
+            test = synthetic_images(self.test_size or 512, seed=self.split_seed + 1).unsqueeze(1)
+        elif self.name in OWN:
+            full, test = self._own_images()
         else:
             images = load_torchvision_images(self.name, self.root, self.download)
             full, test = images["train"], images["test"]
-            full = full.float().div_(255)
-            test = test.float().div_(255)
-        if self.val_size >= len(full):
+            full = full.float().div_(255).unsqueeze(1)
+            test = test.float().div_(255).unsqueeze(1)
+        n_val = count(self.val_size, len(full))
+        if n_val >= len(full):
             raise ConfigError(
-                f"data.val_size={self.val_size} leaves no training images ({len(full)} in all)."
+                f"data.val_size={self.val_size} leaves no training images ({len(full)} in "
+                f"all); lower data.val_size (a fraction such as 0.1 works too) or add images."
             )
         perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.split_seed))
-        val, train = full[perm[: self.val_size]], full[perm[self.val_size :]]
+        val, train = full[perm[:n_val]], full[perm[n_val:]]
         if self.train_size:
             train = train[: self.train_size]
         if self.test_size:
@@ -138,17 +202,25 @@ class ImageData(L.LightningDataModule):
                 f"data.batch_size={self.batch_size} is larger than the training set "
                 f"({len(train)} images); lower data.batch_size."
             )
-        norm = self.normalization.fit(train)
+        norm = self.normalization.fit(train)  # (N, C, H, W)
         fixed = torch.Generator().manual_seed(self.split_seed)
         self.splits = {
             "train": norm.encode(train.flatten(1)).contiguous(),
             "val": norm.sample(norm.encode(val.flatten(1)), fixed).contiguous(),
             "test": norm.sample(norm.encode(test.flatten(1)), fixed).contiguous(),
         }
+        self._image_shape = tuple(train.shape[1:])
         return self
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image: (1, 28, 28) for MNIST; C is 1 (grey) or 3 (colour)."""
+        self.load()
+        return self._image_shape
+
+    @property
     def input_dim(self) -> int:
+        """C * H * W: the length of a flat image, as the splits hold them."""
         return self.load().splits["train"].shape[1]
 
     @property

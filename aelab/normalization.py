@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from aelab.domains import REAL, SYMMETRIC, UNIT, Range
+from aelab.errors import DataError
 
 
 class Normalization:
@@ -38,25 +39,50 @@ Unit = Normalization
 
 
 class Standard(Normalization):
-    """Subtract the training set's pixel mean and divide by its std (one scalar each)."""
+    """Subtract the training set's pixel mean and divide by its std.
+
+    Grey images: one scalar each (Python floats). Colour images: one per channel, held as
+    (C*H*W,) vectors that broadcast over the flat (N, C*H*W) layout of encode and decode.
+    """
 
     name = "standard"
     target_range = REAL
 
     def __init__(self) -> None:
-        self.mean = 0.0
-        self.std = 1.0
+        self.mean: float | torch.Tensor = 0.0
+        self.std: float | torch.Tensor = 1.0
 
     def fit(self, train: torch.Tensor) -> Standard:
+        """`train`: the [0, 1] training images, (N, C, H, W) (or any shape: one channel)."""
+        if train.dim() == 4 and train.shape[1] > 1:
+            std = train.std(dim=(0, 2, 3))
+            if not bool((std > 0).all()):
+                flat = ", ".join(str(c) for c in (std <= 0).nonzero().flatten().tolist())
+                raise DataError(
+                    f"normalization=standard: channel {flat} of the training images is "
+                    f"constant (std 0), so it cannot be standardised; use normalization=unit."
+                )
+            pixels = train.shape[2] * train.shape[3]
+            self.mean = train.mean(dim=(0, 2, 3)).repeat_interleave(pixels)
+            self.std = std.repeat_interleave(pixels)
+            return self
         self.mean = float(train.mean())
         self.std = float(train.std())
         return self
 
+    def _stats(self, like: torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """mean and std on the device of `like` (per-channel vectors move there once)."""
+        if isinstance(self.mean, torch.Tensor) and self.mean.device != like.device:
+            self.mean, self.std = self.mean.to(like.device), self.std.to(like.device)
+        return self.mean, self.std
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        mean, std = self._stats(x)
+        return (x - mean) / std
 
     def decode(self, y: torch.Tensor) -> torch.Tensor:
-        return y * self.std + self.mean
+        mean, std = self._stats(y)
+        return y * std + mean
 
 
 class Symmetric(Normalization):
