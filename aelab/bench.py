@@ -28,8 +28,9 @@ from torch import nn
 
 from aelab.config import compose_config
 
-FIGURES = ("epoch", "textbook", "diagnostics", "startup", "launch")
+FIGURES = ("epoch", "conv", "textbook", "diagnostics", "startup", "launch")
 SEED_NET = ["model.hidden=[100,50]", "activation=sigmoid", "loss=mse", "optimizer=adam"]
+CONV_NET = ["model=conv", "activation=relu", "loss=mse", "optimizer=adam"]  # 32-64 ch, code 32
 
 
 def report(name: str, ours: float, base: float, ours_label: str, base_label: str,
@@ -44,13 +45,13 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def aelab_epochs(overrides: list[str], epochs: int) -> list[float]:
-    """Per-epoch wall times of a real aelab run (default callbacks and logging on)."""
+def aelab_epochs(overrides: list[str], epochs: int, net: list[str] = SEED_NET) -> list[float]:
+    """Per-epoch wall times of a real aelab run of `net` (default callbacks and logging on)."""
     from aelab.train import run
 
     with tempfile.TemporaryDirectory() as out:
         cfg = compose_config(
-            [*SEED_NET, f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false",
+            [*net, f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false",
              "+callbacks.timer._target_=aelab.timing.EpochTimer",
              f"+callbacks.timer.dirpath={out}", *overrides],
             out,
@@ -59,16 +60,29 @@ def aelab_epochs(overrides: list[str], epochs: int) -> list[float]:
         return json.loads((Path(out) / "timing.json").read_text())["epoch_s"]
 
 
+def seed_net() -> nn.Module:
+    from aelab.nets import mlp_autoencoder
+
+    return mlp_autoencoder((1, 28, 28), [100, 50], nn.Sigmoid, "sigmoid")
+
+
+def conv_net() -> nn.Module:
+    """model=conv's defaults with ReLU units, built straight from the parts."""
+    from aelab.nets import ConvDecoder, ConvEncoder, EncoderDecoder
+
+    shape = (1, 28, 28)
+    return EncoderDecoder(ConvEncoder(shape, nn.ReLU), ConvDecoder(shape, nn.ReLU))
+
+
 def hand_loop_epochs(train: torch.Tensor, val: torch.Tensor, batch_size: int,
-                     epochs: int) -> list[float]:
+                     epochs: int, make_net: Callable[[], nn.Module] = seed_net) -> list[float]:
     """The baseline: the same net and optimiser (Adam, lr 1e-3) in a plain PyTorch loop over
     the same tensors, with a validation pass per epoch, no framework (and, as in a process
     without Lightning, torch's plain CUDA availability check)."""
-    from aelab.nets import mlp_autoencoder
     from aelab.train import NVML_CHECK, restored_env
 
     torch.manual_seed(0)
-    net = mlp_autoencoder((1, 28, 28), [100, 50], nn.Sigmoid, "sigmoid").to(train.device)
+    net = make_net().to(train.device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     times = []
     with restored_env(NVML_CHECK):
@@ -156,6 +170,17 @@ def textbook_epoch(root: str) -> float:
         start = time.perf_counter()
         trainer.fit(Plain(), loader)
         return time.perf_counter() - start
+
+
+def bench_conv(root: str, epochs: int, repeat: int) -> None:
+    """model=conv (ReLU) against the same conv net in a hand loop over the same tensors."""
+    train, val = mnist_tensors(root)
+    ours, hand = interleaved(
+        lambda: steady(aelab_epochs([f"data.root={root}"], epochs, net=CONV_NET)),
+        lambda: steady(hand_loop_epochs(train, val, 128, epochs, conv_net)),
+        repeat,
+    )
+    report("conv epoch, batch 128", ours, hand, "aelab", "hand loop", "<= 1.15x")
 
 
 def bench_textbook(root: str, epochs: int, repeat: int) -> None:
@@ -305,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
           + (f" {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), flush=True)
     steps: dict[str, Callable[[], object]] = {
         "epoch": lambda: bench_epoch(args.data_root, args.epochs, args.repeat, args.batch_sizes),
+        "conv": lambda: bench_conv(args.data_root, args.epochs, args.repeat),
         "textbook": lambda: bench_textbook(args.data_root, args.epochs, args.repeat),
         "diagnostics": lambda: bench_diagnostics(args.data_root, args.epochs, args.repeat),
         "startup": bench_startup,

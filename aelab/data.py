@@ -223,12 +223,6 @@ class ImageData(L.LightningDataModule):
         """C * H * W: the length of a flat image, as the splits hold them."""
         return self.load().splits["train"].shape[1]
 
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of the images (square grey for the IDX and synthetic sets)."""
-        side = math.isqrt(self.input_dim)
-        return (1, side, side)
-
     def setup(self, stage: str | None = None) -> None:
         self.load()
         device = self.trainer.strategy.root_device if self.trainer is not None else None

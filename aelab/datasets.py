@@ -7,7 +7,6 @@ error names the folder searched, the files expected and the two fixes.
 
 from __future__ import annotations
 
-import math
 import shutil
 import struct
 from pathlib import Path
@@ -105,8 +104,3 @@ def synthetic_images(n: int, seed: int, size: int = 28, blobs: int = 3) -> torch
     dx = (grid.view(1, 1, 1, size) - centre[..., 1, None, None]) ** 2
     images = (amp * torch.exp(-(dy + dx) / (2 * width**2))).sum(1).clamp(0, 1)
     return images
-
-
-def side(images: torch.Tensor) -> int:
-    """Image side length of flattened square images."""
-    return math.isqrt(images.shape[-1])

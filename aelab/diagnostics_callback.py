@@ -34,7 +34,7 @@ from torch import nn
 from aelab import diagnostics as dg
 from aelab.callbacks import tensorboard
 from aelab.errors import ConfigError
-from aelab.images import add_grey_image, tile
+from aelab.images import add_png_image, tile
 from aelab.nets import unit_rows
 
 RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU, nn.SELU, nn.ReLU6)
@@ -71,18 +71,15 @@ def channels_last(z: torch.Tensor) -> torch.Tensor:
 
 
 def filter_grid(shades: torch.Tensor, min_side: int = 12) -> torch.Tensor:
-    """(units, C, h, w) filter images in [0, 1] as one (H, W) grey grid: a square of tiles,
-    one per unit and input channel, small kernels enlarged (nearest) to >= `min_side` pixels."""
-    units, channels, h, w = shades.shape
-    grow = max(1, math.ceil(min_side / max(h, w)))
-    cells = shades.reshape(units * channels, h, w)
-    cells = cells.repeat_interleave(grow, 1).repeat_interleave(grow, 2)
-    if cells.shape[1] != cells.shape[2]:  # tile() takes square images: pad the short side
-        side = max(cells.shape[1:])
-        cells = torch.nn.functional.pad(
-            cells, (0, side - cells.shape[2], 0, side - cells.shape[1]), value=1.0)
+    """(units, C, h, w) filter images in [0, 1] as one (C, H, W) grid (C = 1 grey or 3 colour;
+    other channel counts are tiled one grey tile per unit and channel), a square of tiles,
+    small kernels enlarged (nearest) to >= `min_side` pixels."""
+    if shades.shape[1] not in (1, 3):
+        shades = shades.flatten(0, 1).unsqueeze(1)
+    grow = max(1, math.ceil(min_side / max(shades.shape[2:])))
+    cells = shades.repeat_interleave(grow, 2).repeat_interleave(grow, 3)
     columns = math.ceil(math.sqrt(len(cells)))
-    return tile(cells.flatten(1), columns=columns, pad_value=1.0)[0]
+    return tile(cells.flatten(1), columns=columns, pad_value=1.0, shape=tuple(cells.shape[1:]))
 
 
 def _saturation_threshold(act: nn.Module) -> float | None:
@@ -294,7 +291,7 @@ class Diagnostics(L.Callback):
             filters = pl_module.net.first_layer_filters()  # (units, C, h, w)
             scale = FILTER_SCALE * self.w0[0].square().mean().sqrt()
             shades = (0.5 + 0.5 * filters / scale).clamp(0, 1).nan_to_num(0.5)
-            add_grey_image(writer, "collapse/W1_filters", filter_grid(shades.cpu()), step)
+            add_png_image(writer, "collapse/W1_filters", filter_grid(shades.cpu()), step)
 
     # ------------------------------------------------------------ the run's verdict
 

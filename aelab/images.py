@@ -61,8 +61,3 @@ def add_png_image(writer: Any, tag: str, image: torch.Tensor, step: int) -> None
         encoded_image_string=buffer.getvalue(),
     )
     file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=png)]), step)
-
-
-def add_grey_image(writer: Any, tag: str, image: torch.Tensor, step: int) -> None:
-    """Log an (H, W) image in [0, 1] as an 8-bit grey PNG (see add_png_image)."""
-    add_png_image(writer, tag, image, step)

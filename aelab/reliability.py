@@ -237,7 +237,8 @@ def divergence_causes(cfg: DictConfig, choices: dict[str, str] | None = None) ->
     lr = cfg.optimizer.get("lr")
     reduction = loss_cfg.get("reduction")
     if reduction in ("image_sum", "batch_sum"):
-        scale = "784" if reduction == "image_sum" else "784 x data.batch_size"
+        pixels = "the pixels per image (784 for MNIST)"
+        scale = pixels if reduction == "image_sum" else f"{pixels} x data.batch_size"
         causes.append(
             f"loss.reduction={reduction} makes the gradient {scale} times that of "
             f"reduction=mean; lower optimizer.lr by that factor, or use loss.reduction=mean."

@@ -135,8 +135,10 @@ def test_l2_penalty_and_filter_image_cover_conv_kernels(make_config):
     filters = parts.net.first_layer_filters()
     assert filters.shape == (4, 1, 3, 3)
     grid = filter_grid(torch.full((4, 1, 3, 3), 0.25))  # 2 x 2 tiles of 12 px, 1 px padding
-    assert grid.shape == (28, 28)
-    assert float(grid[1:13, 1:13].mean()) == 0.25 and float(grid[0, 0]) == 1.0
+    assert grid.shape == (1, 28, 28)
+    assert float(grid[0, 1:13, 1:13].mean()) == 0.25 and float(grid[0, 0, 0]) == 1.0
+    colour = filter_grid(torch.rand(5, 3, 8, 8))  # an MLP's units on 3x8x8 images: RGB tiles
+    assert colour.shape == (3, 2 * 18, 3 * 18)  # 16 px tiles, 3 columns, 2 rows
 
 
 # --- a real run ------------------------------------------------------------------------------
