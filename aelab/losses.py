@@ -1,6 +1,10 @@
 """Reconstruction losses. Each declares the targets it accepts and, when it works on
 logits, the output activation it assumes. Losses return per-pixel values; the
 reduction (mean per pixel, sum per image, sum over the batch) is applied once.
+
+The losses that are negative log-likelihoods name their `likelihood` and give
+`nll_per_pixel`, -log p(x | decoder output) in nats (what a VAE's ELBO needs); the
+others (l1, huber, bce_excess, the 2017 mistakes) have `likelihood = None`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from aelab.domains import REAL, UNIT, Range
 from aelab.errors import ConfigError
 
 REDUCTIONS = ("mean", "image_sum", "batch_sum")
+# values of ReconstructionLoss.likelihood (None: the loss is not a likelihood)
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "continuous_bernoulli")
 
 
 def reduce(per_pixel: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -32,6 +38,7 @@ class ReconstructionLoss(nn.Module):
     name = "loss"
     target_range: Range = REAL  # targets the loss is defined for
     output_activation: str | None = None  # the output activation its logits assume, if any
+    likelihood: str | None = None  # one of LIKELIHOODS when the loss is a likelihood
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
@@ -45,6 +52,16 @@ class ReconstructionLoss(nn.Module):
         self, logits: torch.Tensor, recon: torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def nll_per_pixel(
+        self, logits: torch.Tensor, recon: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """-log p(target | output) per pixel, in nats; only for losses with a `likelihood`."""
+        raise ConfigError(
+            f"loss={self.name} is not a likelihood, so it has no negative log-likelihood "
+            f"(needed by a VAE's ELBO); choose one of the losses with a likelihood: "
+            f"bce, mse, gaussian_nll, continuous_bernoulli."
+        )
 
     def reduce(self, per_pixel: torch.Tensor) -> torch.Tensor:
         return reduce(per_pixel, self.reduction)
@@ -60,12 +77,27 @@ class ReconstructionLoss(nn.Module):
 
 
 class MSE(ReconstructionLoss):
-    """Squared error (y - x)^2."""
+    """Squared error (y - x)^2; as a likelihood, a Gaussian N(x; y, sigma^2) of fixed std.
+
+    `sigma` only enters `nll_per_pixel`, (y - x)^2 / (2 sigma^2) + log(2 pi sigma^2) / 2;
+    the training loss `per_pixel` stays (y - x)^2 whatever sigma.
+    """
 
     name = "mse"
+    likelihood = "gaussian"
+
+    def __init__(self, sigma: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if not sigma > 0:
+            raise ConfigError(f"loss.sigma={sigma} must be positive.")
+        self.sigma = float(sigma)
 
     def per_pixel(self, logits, recon, target):
         return (recon - target).square()
+
+    def nll_per_pixel(self, logits, recon, target):
+        var = self.sigma**2
+        return (recon - target).square() / (2 * var) + 0.5 * (LOG_2PI + math.log(var))
 
 
 class L1(ReconstructionLoss):
@@ -98,9 +130,14 @@ class BCE(ReconstructionLoss):
     name = "bce"
     target_range = UNIT
     output_activation = "sigmoid"
+    likelihood = "bernoulli"
 
     def per_pixel(self, logits, recon, target):
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+    def nll_per_pixel(self, logits, recon, target):
+        """The Bernoulli NLL, exact from the logits; a normalised pmf only for binary targets."""
+        return self.per_pixel(logits, recon, target)
 
 
 # ---------------------------------------------------------------------------
@@ -167,10 +204,14 @@ class ContinuousBernoulli(ReconstructionLoss):
     name = "continuous_bernoulli"
     target_range = UNIT
     output_activation = "sigmoid"
+    likelihood = "continuous_bernoulli"
 
     def per_pixel(self, logits, recon, target):
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         return bce - cb_log_norm(logits)
+
+    def nll_per_pixel(self, logits, recon, target):
+        return self.per_pixel(logits, recon, target)
 
     def prediction(self, logits, recon):
         return cb_mean(logits)
@@ -200,6 +241,7 @@ class GaussianNLL(ReconstructionLoss):
     """
 
     name = "gaussian_nll"
+    likelihood = "gaussian_learned"
 
     def __init__(self, init_log_var: float = 0.0, reduction: str = "mean") -> None:
         super().__init__(reduction)
@@ -208,6 +250,9 @@ class GaussianNLL(ReconstructionLoss):
     def per_pixel(self, logits, recon, target):
         sq = (recon - target).square()
         return 0.5 * (LOG_2PI + self.log_var + sq * torch.exp(-self.log_var))
+
+    def nll_per_pixel(self, logits, recon, target):
+        return self.per_pixel(logits, recon, target)
 
 
 # ---------------------------------------------------------------------------

@@ -95,10 +95,12 @@ def test_experiment_builds_the_all_sigmoid_seed_network(make_config, name):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_command_line_loss_replaces_the_experiments_loss_and_keeps_its_cause(make_config, name):
-    for loss, target in (("bce", "aelab.losses.BCE"), ("mse", "aelab.losses.MSE")):
+    for loss, target, own in (("bce", "aelab.losses.BCE", set()),
+                              ("mse", "aelab.losses.MSE", {"sigma"})):
         cfg = make_config(f"experiment={name}", f"loss={loss}")
         assert cfg.loss._target_ == target
-        assert set(cfg.loss) == {"_target_", "reduction"}  # no keys of another loss leak in
+        # no keys of another loss leak in
+        assert set(cfg.loss) == {"_target_", "reduction"} | own
         assert cfg.loss.reduction == CAUSES[name].get("loss.reduction", "mean")
         for key, expected in CAUSES[name].items():
             if not key.startswith("loss."):
