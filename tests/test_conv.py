@@ -160,3 +160,24 @@ def test_conv_run_logs_scalars_reconstructions_and_conv_filters(tmp_path):
     assert [im.step for im in filters] == [0, 1]
     # 32 kernels of 3x3 shown at 12x12 in a 6 x 6 grid of 14 px cells
     assert (filters[0].height, filters[0].width) == (6 * 14, 6 * 14)
+
+
+def test_conv_on_colour_images_logs_colour_filters_and_reconstructions(tmp_path):
+    import io
+
+    import numpy as np
+    import PIL.Image
+
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(64, 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    np.savez(tmp_path / "colour.npz", images=images.numpy())
+    proc = run_cli("model=conv", "model.channels=[4,8]", "data=tensor_file",
+                   f"data.path={tmp_path / 'colour.npz'}", "data.batch_size=16",
+                   "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "threads=1",
+                   "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    acc = load_events(tmp_path / "run")
+    filters = PIL.Image.open(io.BytesIO(acc.Images("collapse/W1_filters")[-1].encoded_image_string))
+    assert filters.mode == "RGB" and filters.size == (2 * 14, 2 * 14)  # 4 RGB kernels, 12 px
+    recon = PIL.Image.open(io.BytesIO(acc.Images("reconstructions")[-1].encoded_image_string))
+    assert recon.mode == "RGB"
