@@ -156,7 +156,8 @@ def test_a_sweep_whose_every_run_was_refused_fails(tmp_path):
         (["loss=bce_unclamped_probs"], "loss=bce_unclamped_probs takes the log of "
                                        "probabilities with no clamp"),
         (["init=normal", "init.std=1"], "init=normal with init.std=1: weights that large"),
-        (["loss.reduction=batch_sum"], "loss.reduction=batch_sum makes the gradient 784 x"),
+        (["loss.reduction=batch_sum"],
+         "loss.reduction=batch_sum makes the gradient the pixels per image (784 for MNIST) x"),
         (["optimizer=adam", "optimizer.lr=0.5"], "optimizer=adam with optimizer.lr=0.5"),
     ],
 )
