@@ -269,7 +269,8 @@ class StepProgressBar(TQDMProgressBar):
 
 
 class EpochLines(ProgressBar):
-    """One line per epoch on stdout: epoch, train/loss, val/mse, epoch time, steps/s.
+    """One line per epoch on stdout: epoch, train/loss, val/mse (a VAE: val/elbo), epoch time,
+    steps/s.
 
     Printed at on_train_epoch_end, which Lightning 2.x calls after the epoch's validation.
     """
@@ -298,7 +299,8 @@ class EpochLines(ProgressBar):
         metrics = trainer.callback_metrics
         total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
         parts = [f"epoch {trainer.current_epoch + 1}{total}"]
-        parts += [f"{k} {float(metrics[k]):.5f}" for k in ("train/loss", "val/mse") if k in metrics]
+        parts += [f"{k} {float(metrics[k]):.5f}" for k in ("train/loss", "val/mse", "val/elbo")
+                  if k in metrics]
         steps = trainer.global_step - self._step
         parts += [f"{seconds:.1f} s", f"{steps / max(seconds, 1e-9):.0f} steps/s"]
         print("  ".join(parts), flush=True)
