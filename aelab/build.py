@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +14,13 @@ from aelab.data import ImageData
 from aelab.domains import covers, describe
 from aelab.errors import AelabError, ConfigError
 from aelab.losses import ReconstructionLoss
-from aelab.module import Autoencoder, run_length
-from aelab.nets import OUTPUT_ACTIVATIONS, EncoderDecoder, auto_output_activation
+from aelab.module import Autoencoder, VAESettings, run_length
+from aelab.nets import (
+    OUTPUT_ACTIVATIONS,
+    EncoderDecoder,
+    VariationalEncoder,
+    auto_output_activation,
+)
 from aelab.normalization import Normalization
 from aelab.schedulers import resolve
 
@@ -82,7 +88,39 @@ def build_net(cfg: DictConfig, image_shape: tuple[int, int, int], output: str) -
         instantiate(cfg.model[part], image_shape=list(image_shape), activation=activation)
         for part in ("encoder", "decoder")
     )
+    if cfg.model.get("variational", False):
+        encoder = VariationalEncoder(encoder)
     return EncoderDecoder(encoder, decoder, output)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def vae_settings(cfg: DictConfig, loss: ReconstructionLoss) -> VAESettings | None:
+    """The VAE's settings from `cfg.model` (None: model.variational is false); refuse a loss
+    that is not a likelihood (no ELBO) unless model.allow_non_likelihood=true."""
+    model = cfg.model
+    variational = model.get("variational", False)
+    if not isinstance(variational, bool):
+        raise ConfigError(f"model.variational={variational} must be true or false.")
+    if not variational:
+        return None
+    if loss.likelihood is None and not model.get("allow_non_likelihood", False):
+        raise ConfigError(
+            f"model.variational=true needs a loss that is a negative log-likelihood (its ELBO "
+            f"is -log p(x|z) + KL), but loss={loss.name} is not one; choose loss=bce, mse, "
+            f"gaussian_nll or continuous_bernoulli, or set model.allow_non_likelihood=true to "
+            f"train on it anyway (its ELBO is then not a bound on anything)."
+        )
+    beta, warmup = model.get("beta", 1.0), model.get("kl_warmup_epochs", 0)
+    free_bits, k = model.get("free_bits", 0.0), model.get("iwae_samples", 100)
+    for key, value in (("beta", beta), ("kl_warmup_epochs", warmup), ("free_bits", free_bits)):
+        if not (_number(value) and math.isfinite(value) and value >= 0):
+            raise ConfigError(f"model.{key}={value} must be a number >= 0.")
+    if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise ConfigError(f"model.iwae_samples={k} must be an integer >= 1 (1: the ELBO).")
+    return VAESettings(float(beta), float(warmup), float(free_bits), int(k))
 
 
 def build(cfg: DictConfig) -> Parts:
@@ -98,6 +136,7 @@ def build(cfg: DictConfig) -> Parts:
             f"{', '.join(OUTPUT_ACTIVATIONS)}."
         )
     check_compatible(loss, norm, output, cfg.get("allow_out_of_range_targets", False))
+    vae = vae_settings(cfg, loss)
     data: ImageData = instantiate(
         cfg.data, normalization=norm, seed=cfg.seed, steps_per_call=cfg.get("steps_per_call", 1)
     ).load()
@@ -115,5 +154,6 @@ def build(cfg: DictConfig) -> Parts:
         gradient_clip_val=trainer.get("gradient_clip_val"),
         gradient_clip_algorithm=trainer.get("gradient_clip_algorithm") or "norm",
         accumulate_grad_batches=trainer.get("accumulate_grad_batches") or 1,
+        vae=vae,
     )
     return Parts(norm, loss, data, net, module)

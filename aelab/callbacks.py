@@ -4,6 +4,7 @@ counting steps on a terminal, one line per epoch elsewhere (a file, a SLURM log)
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -27,12 +28,48 @@ def tensorboard(trainer: L.Trainer):
     return None
 
 
+PRIOR_SEED = 0  # the fixed z ~ N(0, I) of samples/prior, the same in every run
+LATENT_GRID = 11  # samples/latent_grid: 11 x 11 points of [-2, 2]^2
+
+
+def decoded_mean(pl_module: L.LightningModule, z: torch.Tensor) -> torch.Tensor:
+    """The decoder's mean (the loss's prediction, e.g. the continuous Bernoulli's mean) at
+    codes z, in [0, 1] pixel units."""
+    logits = pl_module.net.decode(z)
+    pred = pl_module.loss_fn.prediction(logits, pl_module.net.output_activation(logits))
+    return pl_module.normalization.decode(pred)
+
+
 class ReconstructionGrid(L.Callback):
     """Each validation epoch: the first `n_images` validation inputs above their reconstructions
-    (an RGB image for colour data)."""
+    (an RGB image for colour data).
+
+    A VAE's reconstructions decode the posterior mean; it also gets `samples/prior`, the
+    decoder's mean at `n_images` codes z ~ N(0, I) drawn once (a fixed generator, so every
+    epoch and every run shows the same z), and, for a 2-d code, `samples/latent_grid`, the
+    decoder's mean over an 11 x 11 grid of [-2, 2]^2 (z1 across, z2 down).
+    """
 
     def __init__(self, n_images: int = 16) -> None:
         self.n_images = n_images
+
+    def _samples(self, writer, pl_module: L.LightningModule, shape, step: int) -> None:
+        net = pl_module.net
+        d = net.code_dim
+        z = torch.randn(self.n_images, d, generator=torch.Generator().manual_seed(PRIOR_SEED))
+        with torch.no_grad():
+            prior = decoded_mean(pl_module, z.to(pl_module.device))
+        columns = math.ceil(math.sqrt(len(prior)))
+        add_png_image(writer, "samples/prior",
+                      tile(prior.clamp(0, 1).cpu(), columns=columns, shape=shape), step)
+        if d == 2:
+            axis = torch.linspace(-2, 2, LATENT_GRID)
+            z2, z1 = torch.meshgrid(axis, axis, indexing="ij")
+            grid_z = torch.stack([z1.flatten(), z2.flatten()], 1).to(pl_module.device)
+            with torch.no_grad():
+                images = decoded_mean(pl_module, grid_z)
+            add_png_image(writer, "samples/latent_grid",
+                          tile(images.clamp(0, 1).cpu(), columns=LATENT_GRID, shape=shape), step)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
@@ -46,6 +83,8 @@ class ReconstructionGrid(L.Callback):
         grid = tile(torch.cat([x, y]).clamp(0, 1).cpu(), columns=len(x), shape=shape)
         # step: epochs completed (1 after the first), as the diagnostics images
         add_png_image(writer, "reconstructions", grid, trainer.current_epoch + 1)
+        if getattr(pl_module.net, "variational", False):
+            self._samples(writer, pl_module, shape, trainer.current_epoch + 1)
 
 
 def fsync_file(path: Path) -> None:
@@ -230,7 +269,8 @@ class StepProgressBar(TQDMProgressBar):
 
 
 class EpochLines(ProgressBar):
-    """One line per epoch on stdout: epoch, train/loss, val/mse, epoch time, steps/s.
+    """One line per epoch on stdout: epoch, train/loss, val/mse (a VAE: val/elbo), epoch time,
+    steps/s.
 
     Printed at on_train_epoch_end, which Lightning 2.x calls after the epoch's validation.
     """
@@ -259,7 +299,8 @@ class EpochLines(ProgressBar):
         metrics = trainer.callback_metrics
         total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
         parts = [f"epoch {trainer.current_epoch + 1}{total}"]
-        parts += [f"{k} {float(metrics[k]):.5f}" for k in ("train/loss", "val/mse") if k in metrics]
+        parts += [f"{k} {float(metrics[k]):.5f}" for k in ("train/loss", "val/mse", "val/elbo")
+                  if k in metrics]
         steps = trainer.global_step - self._step
         parts += [f"{seconds:.1f} s", f"{steps / max(seconds, 1e-9):.0f} steps/s"]
         print("  ".join(parts), flush=True)

@@ -186,7 +186,8 @@ def update_ratio(w: torch.Tensor, w_prev: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- verdict
 
-VERDICTS = ("healthy", "blob", "collapsed", "frozen", "diverged")
+VERDICTS = ("healthy", "blob", "collapsed", "frozen", "diverged", "posterior_collapse")
+# posterior_collapse: a VAE's, set by Diagnostics.summary (aelab.vae.posterior_collapse)
 
 
 @dataclass(frozen=True)

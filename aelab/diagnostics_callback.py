@@ -10,6 +10,11 @@ the fixed probe set (the first `probe_size` validation images) it logs:
 - `units/{saturation,dead,input_dependence}/h<i>` per hidden layer (saturation for sigmoid
   and tanh, dead for ReLU-like units), `units/saturation/out` and `units/exact_bound/out`;
 - `rank/code` and `rank/W1`, the effective ranks of the codes and of W1;
+- a VAE (model.variational=true), from the posterior means and log-variances of the probe:
+  `latent/kl/z<i>` (the KL each latent dimension spends, nats per image; up to
+  LATENT_SCALARS dimensions, else the histogram `latent/kl`), `latent/kl_total`,
+  `latent/active_units` (Burda et al.'s count) and `latent/mutual_information` (I_q(x; z),
+  at most log(probe_size)); the verdict `posterior_collapse` comes from them;
 - `grads/norm/W<i>`, ||dL/dW<i>||_F, and `grads/update_ratio/W<i>`, the realised step
   ||W_t - W_{t-1}||_F / ||W_{t-1}||_F, each the mean over one optimiser step in every
   `sample_every` since the last measurement, accumulated as tensors on the device (no host
@@ -32,6 +37,7 @@ import torch
 from torch import nn
 
 from aelab import diagnostics as dg
+from aelab import vae
 from aelab.callbacks import tensorboard
 from aelab.errors import ConfigError
 from aelab.images import add_png_image, tile
@@ -40,6 +46,8 @@ from aelab.nets import unit_rows
 RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU, nn.SELU, nn.ReLU6)
 SATURATION_THRESHOLDS = {nn.Sigmoid: dg.SIGMOID_SATURATION, nn.Tanh: dg.TANH_SATURATION}
 OUTPUT_BOUNDS = {nn.Sigmoid: (0.0, 1.0), nn.Tanh: (-1.0, 1.0)}
+LATENT_SCALARS = 64  # latent/kl/z<i> for codes up to this size; a histogram beyond
+MI_SEED = 0  # the z samples of the mutual-information estimate: the same each measurement
 FILTER_SCALE = 3.0  # tile colour scale: grey is 0, black/white are -/+ 3 rms of the initial W1
 
 
@@ -266,6 +274,9 @@ class Diagnostics(L.Callback):
         out["rank/code"] = dg.effective_rank(post[net.code_layer])
         out["rank/W1"] = dg.effective_rank(self._weights(pl_module)[0])
 
+        if net.variational:
+            out |= self._latent(net, probe)
+
         if self._grad_sum is not None:
             for i, total in enumerate(self._grad_sum, start=1):
                 out[f"grads/norm/W{i}"] = total / self._grad_steps
@@ -273,6 +284,21 @@ class Diagnostics(L.Callback):
             for i, total in enumerate(self._update_sum, start=1):
                 out[f"grads/update_ratio/W{i}"] = total / self._update_steps
         self._reset_accumulators()
+        return out
+
+    def _latent(self, net: nn.Module, probe: torch.Tensor) -> dict[str, torch.Tensor]:
+        mu, logvar = net.posterior(probe)
+        per_dim = vae.kl_per_dimension(mu, logvar)
+        out = {}
+        if len(per_dim) <= LATENT_SCALARS:
+            out = {f"latent/kl/z{i}": kl for i, kl in enumerate(per_dim, start=1)}
+        self._latent_kl = per_dim
+        generator = torch.Generator(mu.device).manual_seed(MI_SEED)
+        out |= {
+            "latent/kl_total": per_dim.sum(),
+            "latent/active_units": vae.active_units(mu).float(),
+            "latent/mutual_information": vae.mutual_information(mu, logvar, generator=generator),
+        }
         return out
 
     @staticmethod
@@ -287,6 +313,9 @@ class Diagnostics(L.Callback):
         if self.histograms:
             for i, w in enumerate(weights, start=1):
                 add_histogram(writer, f"collapse/weights/W{i}", w, step)
+        latent_kl = getattr(self, "_latent_kl", None)
+        if latent_kl is not None and len(latent_kl) > LATENT_SCALARS:
+            add_histogram(writer, "latent/kl", latent_kl, step)
         if self.filters:
             filters = pl_module.net.first_layer_filters()  # (units, C, h, w)
             scale = FILTER_SCALE * self.w0[0].square().mean().sqrt()
@@ -300,8 +329,17 @@ class Diagnostics(L.Callback):
 
         `diverged`: why the run was stopped as diverged (a non-finite loss caught before it
         reached the history); the verdict is then `diverged` whatever the numbers say.
+        A VAE's verdict is `posterior_collapse` (`aelab.vae.posterior_collapse`: no active
+        unit and a KL below 0.1 nats per image at the last measurement) unless it diverged;
+        it comes before collapsed, frozen, blob and healthy, which a collapsed posterior
+        (a decoder that ignores z and draws the mean image) would otherwise be called.
         """
         name, reason = dg.verdict(self.history, self.thresholds)
+        au, kl = self.history.get("latent/active_units"), self.history.get("latent/kl_total")
+        if name != "diverged" and au and kl:
+            collapsed, why = vae.posterior_collapse(int(au[-1]), kl[-1])
+            if collapsed:
+                name, reason = "posterior_collapse", why
         if diverged:
             name, reason = "diverged", diverged
         final = {k: v[-1] for k, v in self.history.items() if v and k != "loss"}

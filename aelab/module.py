@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -15,6 +16,29 @@ from aelab.metrics import pixel_bce, pixel_mse
 from aelab.nets import EncoderDecoder
 from aelab.normalization import Normalization
 from aelab.schedulers import build_scheduler
+from aelab.vae import (
+    free_bits_kl,
+    gaussian_kl,
+    iwae_bound,
+    kl_weight,
+    log_normal_diag,
+    log_standard_normal,
+    negative_elbo,
+    reparameterise,
+)
+
+EVAL_SEED = 0  # the z samples of every validation/test pass: the same noise each epoch
+IWAE_ROWS = 32768  # decoder rows (samples x images) per chunk of the IWAE bound
+
+
+@dataclass(frozen=True)
+class VAESettings:
+    """model.beta, model.kl_warmup_epochs, model.free_bits and model.iwae_samples."""
+
+    beta: float = 1.0
+    kl_warmup_epochs: float = 0.0
+    free_bits: float = 0.0
+    iwae_samples: int = 100
 
 
 def run_length(images: int, batch_size: int, accumulate: int, max_epochs: int | None,
@@ -52,6 +76,15 @@ class Autoencoder(L.LightningModule):
     Logged per epoch: `train/loss` and `{val,test}/loss`, each the loss's per-pixel
     mean whatever its reduction, and `{val,test}/mse`, `{val,test}/bce`, scored in
     [0, 1] pixel units (decoded from the normalisation) so that every run is comparable.
+
+    With `vae` (model.variational=true) the net is a VAE and the objective is the negative
+    (beta-)ELBO per image, batch mean: -log p(x|z) summed over pixels (the loss's
+    `nll_per_pixel`, z ~ q(z|x) by reparameterisation) + kl_weight * KL(q(z|x) || N(0, I))
+    (free bits when model.free_bits > 0), plus the L2 penalty. Also logged, in nats per
+    image: `train/elbo`, `train/kl`, `{val,test}/{elbo,nll,kl}` (elbo = -(nll + kl), the
+    bound on log p(x) with weight 1 and one z sample) and `test/iwae`, the importance-weighted
+    bound with `iwae_samples` z per image (k decoder passes per test image). `loss`, `mse`
+    and `bce` are then those of the decoder's output at the posterior mean.
     """
 
     def __init__(
@@ -65,8 +98,14 @@ class Autoencoder(L.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
         accumulate_grad_batches: int = 1,
+        vae: VAESettings | None = None,
     ) -> None:
         super().__init__()
+        if vae is not None and not net.variational:
+            raise ValueError("vae settings need a net with a VariationalEncoder")
+        self.vae = vae
+        self._kl_epoch = 0.0  # the (fractional) epoch the KL weight is taken at
+        self._steps_per_epoch = 1
         self.automatic_optimization = False  # training_step steps the optimiser (see there)
         self.net, self.loss_fn = net, loss
         self.optimizer_factory, self.normalization = optimizer, normalization
@@ -101,12 +140,74 @@ class Autoencoder(L.LightningModule):
 
     def objective(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the loss to minimise, its per-pixel mean for logging) on one batch."""
-        logits, recon = self(batch)
-        per_pixel = self.loss_fn.per_pixel(logits, recon, batch)
-        objective = self.loss_fn.reduce(per_pixel)
+        objective, metrics = self.objective_terms(batch)
+        return objective, metrics["train/loss"]
+
+    def objective_terms(
+        self, batch: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the loss to minimise, the detached training metrics of the batch)."""
+        if self.vae is None:
+            logits, recon = self(batch)
+            per_pixel = self.loss_fn.per_pixel(logits, recon, batch)
+            objective = self.loss_fn.reduce(per_pixel)
+            if self.l2_penalty:
+                objective = objective + self.l2_penalty * self.l2()
+            return objective, {"train/loss": per_pixel.detach().mean()}
+        mu, logvar, logits, recon, nll = self.vae_terms(batch, generator)
+        kl_dim = gaussian_kl(mu, logvar)
+        kl = kl_dim.sum(1)
+        weight = kl_weight(self._kl_epoch, self.vae.beta, self.vae.kl_warmup_epochs)
+        kl_term = free_bits_kl(kl_dim, self.vae.free_bits) if self.vae.free_bits > 0 else kl
+        objective = negative_elbo(nll, kl_term, weight)
         if self.l2_penalty:
             objective = objective + self.l2_penalty * self.l2()
-        return objective, per_pixel.detach().mean()
+        with torch.no_grad():
+            metrics = {
+                "train/loss": self.loss_fn.per_pixel(logits, recon, batch).mean(),
+                "train/elbo": -(nll + kl).mean(),
+                "train/kl": kl.mean(),
+            }
+        return objective, metrics
+
+    def vae_terms(
+        self, batch: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """(mu, logvar, logits, recon, nll) of a VAE on a batch, one z ~ q(z|x) per image;
+        nll = -log p(x|z) per image, (N,), the loss's `nll_per_pixel` summed over pixels
+        (its `per_pixel` for a loss that is no likelihood, model.allow_non_likelihood)."""
+        mu, logvar = self.net.posterior(batch)
+        z = reparameterise(mu, logvar, generator=generator)
+        logits = self.net.decode(z)
+        recon = self.net.output_activation(logits)
+        return mu, logvar, logits, recon, self._nll(logits, recon, batch)
+
+    def _nll(self, logits: torch.Tensor, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """-log p(target | decoder output) per image, summed over the pixels (flat targets)."""
+        per_pixel = (self.loss_fn.nll_per_pixel if self.loss_fn.likelihood is not None
+                     else self.loss_fn.per_pixel)(logits, recon, target)
+        return per_pixel.flatten(1).sum(1)
+
+    def iwae(self, batch: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, k: int,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """The k-sample importance-weighted bound on log p(x) per image, (N,): k decoder
+        passes per image, in chunks of about IWAE_ROWS rows."""
+        chunk = max(1, IWAE_ROWS // max(1, len(batch)))
+        log_px, log_pz, log_qz = [], [], []
+        for start in range(0, k, chunk):
+            n = min(chunk, k - start)
+            z = reparameterise(mu, logvar, n, generator)  # (n, N, D)
+            logits = self.net.decode(z.flatten(0, 1))
+            target = batch.repeat(n, *([1] * (batch.dim() - 1)))
+            nll = self._nll(logits, self.net.output_activation(logits), target)
+            log_px.append(-nll.view(n, -1))
+            log_pz.append(log_standard_normal(z))
+            log_qz.append(log_normal_diag(z, mu, logvar))
+        return iwae_bound(torch.cat(log_px), torch.cat(log_pz), torch.cat(log_qz))
+
+    def on_train_start(self) -> None:
+        data = self.trainer.datamodule
+        self._steps_per_epoch = max(1, math.ceil(len(data.splits["train"]) / data.batch_size))
 
     def on_train_epoch_start(self) -> None:
         # here, not at batch 0: a run resumed mid-epoch starts its means afresh
@@ -135,8 +236,10 @@ class Autoencoder(L.LightningModule):
                 break
             first, self._batches_seen = self._batches_seen % accumulate == 0, self._batches_seen + 1
             steps = self._batches_seen % accumulate == 0 or (last_call and i == len(batches) - 1)
-            objective, loss = self.objective(batch)
-            self._train_means.add({"train/loss": loss}, len(batch))
+            self._kl_epoch = self.current_epoch + (self._batches_seen - 1) / self._steps_per_epoch
+            objective, metrics = self.objective_terms(batch)
+            loss = metrics["train/loss"]
+            self._train_means.add(metrics, len(batch))
             if first and trainer.global_step % trainer.log_every_n_steps == 0:
                 self._log_step_values(loss, optimizer)
             objectives.append(objective.detach())
@@ -192,18 +295,29 @@ class Autoencoder(L.LightningModule):
 
     def _evaluate(self, batch: torch.Tensor, batch_idx: int, stage: str) -> None:
         """Add this batch's metrics, weighted by its size, to the epoch's sums (on the device)."""
-        logits, recon = self(batch)
+        if batch_idx == 0:
+            self._eval_means = RunningMeans()
+            if self.vae is not None:
+                self._eval_generator = torch.Generator(batch.device).manual_seed(EVAL_SEED)
+        metrics = {}
+        if self.vae is not None:
+            mu, logvar, _, _, nll = self.vae_terms(batch, self._eval_generator)
+            kl = gaussian_kl(mu, logvar).sum(1)
+            metrics = {f"{stage}/elbo": -(nll + kl).mean(), f"{stage}/nll": nll.mean(),
+                       f"{stage}/kl": kl.mean()}
+            if stage == "test":
+                bound = self.iwae(batch, mu, logvar, self.vae.iwae_samples, self._eval_generator)
+                metrics["test/iwae"] = bound.mean()
+        logits, recon = self(batch)  # a VAE: the decoder at the posterior mean
         pred = self.loss_fn.prediction(logits, recon)
         target = self.normalization.decode(batch)
-        metrics = {
+        metrics |= {
             f"{stage}/loss": self.loss_fn.per_pixel(logits, recon, batch).mean(),
             f"{stage}/mse": pixel_mse(self.normalization.decode(pred), target),
             f"{stage}/bce": pixel_bce(
                 self.normalization.decode(pred), target, logits if self.bce_from_logits else None
             ),
         }
-        if batch_idx == 0:
-            self._eval_means = RunningMeans()
         self._eval_means.add(metrics, len(batch))
 
     def _log_evaluation(self, stage: str) -> None:
