@@ -40,8 +40,12 @@ from aelab.reliability import (
 
 log = logging.getLogger("aelab")
 
-HPARAM_KEYS = (
+HPARAM_KEYS = (  # keys a run's config lacks (model.channels of an MLP) are left out
     "model.hidden",
+    "model.channels",
+    "model.code_dim",
+    "model.variational",
+    "model.beta",
     "model.output_activation",
     "data.batch_size",
     "optimizer.lr",
@@ -83,7 +87,8 @@ def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     }
     for key in HPARAM_KEYS:
         value = OmegaConf.select(cfg, key)
-        params[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        if value is not None:
+            params[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return params
 
 
