@@ -28,7 +28,9 @@ from aelab.vae import (
 )
 
 EVAL_SEED = 0  # the z samples of every validation/test pass: the same noise each epoch
-IWAE_ROWS = 32768  # decoder rows (samples x images) per chunk of the IWAE bound
+IWAE_ROWS = 256  # decoder rows (samples x images) per call in the IWAE bound: a conv decoder
+# runs 10x faster per row at 256 rows than at 32768 (2-core EPYC, one thread: 2.9 s vs 27.7 s
+# per 32768 rows), whose activations (0.8 GB a layer) leave the cache; an MLP does not care
 
 
 @dataclass(frozen=True)
@@ -191,19 +193,24 @@ class Autoencoder(L.LightningModule):
     def iwae(self, batch: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, k: int,
              generator: torch.Generator | None = None) -> torch.Tensor:
         """The k-sample importance-weighted bound on log p(x) per image, (N,): k decoder
-        passes per image, in chunks of about IWAE_ROWS rows."""
-        chunk = max(1, IWAE_ROWS // max(1, len(batch)))
-        log_px, log_pz, log_qz = [], [], []
-        for start in range(0, k, chunk):
-            n = min(chunk, k - start)
-            z = reparameterise(mu, logvar, n, generator)  # (n, N, D)
-            logits = self.net.decode(z.flatten(0, 1))
-            target = batch.repeat(n, *([1] * (batch.dim() - 1)))
-            nll = self._nll(logits, self.net.output_activation(logits), target)
-            log_px.append(-nll.view(n, -1))
-            log_pz.append(log_standard_normal(z))
-            log_qz.append(log_normal_diag(z, mu, logvar))
-        return iwae_bound(torch.cat(log_px), torch.cat(log_pz), torch.cat(log_qz))
+        passes per image, in decoder calls of at most IWAE_ROWS rows (samples x images)."""
+        bounds = []
+        for first in range(0, len(batch), IWAE_ROWS):
+            images = slice(first, first + IWAE_ROWS)
+            x, m, lv = batch[images], mu[images], logvar[images]
+            chunk = max(1, IWAE_ROWS // len(x))
+            log_px, log_pz, log_qz = [], [], []
+            for start in range(0, k, chunk):
+                n = min(chunk, k - start)
+                z = reparameterise(m, lv, n, generator)  # (n, images, D)
+                logits = self.net.decode(z.flatten(0, 1))
+                target = x.repeat(n, *([1] * (x.dim() - 1)))
+                nll = self._nll(logits, self.net.output_activation(logits), target)
+                log_px.append(-nll.view(n, -1))
+                log_pz.append(log_standard_normal(z))
+                log_qz.append(log_normal_diag(z, m, lv))
+            bounds.append(iwae_bound(torch.cat(log_px), torch.cat(log_pz), torch.cat(log_qz)))
+        return torch.cat(bounds)
 
     def on_train_start(self) -> None:
         data = self.trainer.datamodule
