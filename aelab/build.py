@@ -24,7 +24,7 @@ from aelab.nets import (
 from aelab.normalization import Normalization
 from aelab.schedulers import resolve
 
-UNIT_NORMALIZATIONS = "normalization=unit, binary or stochastic_binary"
+UNIT_NORMALIZATIONS = "normalization=unit, binary, stochastic_binary or dequantized"
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:

@@ -11,7 +11,7 @@ from conftest import TINY
 
 LOSSES = ["mse", "bce", "l1", "huber"]
 ACTIVATIONS = ["sigmoid", "relu", "tanh", "leaky_relu", "elu", "gelu"]
-NORMALIZATIONS = ["unit", "standard", "symmetric", "binary", "stochastic_binary"]
+NORMALIZATIONS = ["unit", "standard", "symmetric", "binary", "stochastic_binary", "dequantized"]
 REFUSED = {("bce", "standard"), ("bce", "symmetric")}
 MODELS = {"seed": [], "conv": ["model.channels=[4,8]", "model.code_dim=8"]}  # a small conv net
 

@@ -8,7 +8,7 @@ import torch
 from aelab.data import ImageData, TensorBatches
 from aelab.datasets import read_idx_images, synthetic_images
 from aelab.errors import DataError
-from aelab.normalization import Binary, Standard, StochasticBinary, Symmetric, Unit
+from aelab.normalization import Binary, Dequantized, Standard, StochasticBinary, Symmetric, Unit
 
 
 def write_idx(path, images: torch.Tensor, truncate: int = 0) -> None:
@@ -60,6 +60,19 @@ def test_binary_thresholds_and_stochastic_binary_samples_the_intensities():
     sample = StochasticBinary().sample(p, torch.Generator().manual_seed(0))
     assert set(sample.unique().tolist()) == {0.0, 1.0}
     assert abs(float(sample.mean()) - 0.3) < 0.01
+
+
+def test_dequantized_spreads_each_8_bit_level_over_its_own_bin():
+    levels = torch.arange(256.0).repeat(400, 1)  # (400, 256): every level, 400 times
+    x = levels / 255
+    y = Dequantized().sample(x, torch.Generator().manual_seed(0))
+    assert float(y.min()) > 0 and float(y.max()) < 1
+    assert torch.equal(torch.floor(y * 256), levels)  # level k lands in [k/256, (k+1)/256)
+    assert torch.allclose(y.mean(0), (levels[0] + 0.5) / 256, atol=0.1 / 256)
+    assert not torch.equal(y, Dequantized().sample(x, torch.Generator().manual_seed(1)))
+    fixed = ImageData("synthetic", Dequantized(), val_size=64, train_size=128).load()
+    again = ImageData("synthetic", Dequantized(), val_size=64, train_size=128).load()
+    assert torch.equal(fixed.splits["val"], again.splits["val"])  # sampled once, fixed
 
 
 def test_synthetic_images_are_structured_and_in_unit_range():
