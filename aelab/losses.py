@@ -66,6 +66,10 @@ class ReconstructionLoss(nn.Module):
     def reduce(self, per_pixel: torch.Tensor) -> torch.Tensor:
         return reduce(per_pixel, self.reduction)
 
+    def learned_values(self) -> dict[str, torch.Tensor]:
+        """The loss's own trained parameters, as metrics to log each epoch (none here)."""
+        return {}
+
     def forward(
         self, logits: torch.Tensor, recon: torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor:
@@ -253,6 +257,10 @@ class GaussianNLL(ReconstructionLoss):
 
     def nll_per_pixel(self, logits, recon, target):
         return self.per_pixel(logits, recon, target)
+
+    def learned_values(self) -> dict[str, torch.Tensor]:
+        """`train/sigma`: the learned std exp(s / 2), logged each epoch."""
+        return {"train/sigma": torch.exp(0.5 * self.log_var.detach())}
 
 
 # ---------------------------------------------------------------------------

@@ -260,7 +260,8 @@ class Autoencoder(L.LightningModule):
                     scheduler.step()
         last_of_run = 0 < trainer.max_steps <= trainer.global_step
         if last_call or last_of_run:
-            self._log_epoch(self._train_means.means(), self._train_means.count, epoch_end=True)
+            self._log_epoch(self._train_means.means() | self.loss_fn.learned_values(),
+                            self._train_means.count, epoch_end=True)
             # the lr the epoch's last step used (metrics.json; TensorBoard has it per step)
             self.log("train/lr", self.lr(optimizer), on_step=False, on_epoch=True, logger=False,
                      batch_size=1)

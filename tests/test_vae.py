@@ -4,6 +4,7 @@ what a run logs, posterior collapse, and (slow) the negative ELBO on binarised M
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -150,6 +151,18 @@ def test_a_conv_vae_trains_one_step_with_a_2d_latent_grid(make_config, tmp_path)
     assert result["diagnostics"]["latent/kl/z2"] >= 0
     images = set(load_events(tmp_path / "conv").Tags()["images"])
     assert {"samples/prior", "samples/latent_grid"} <= images
+
+
+def test_the_learned_sigma_of_gaussian_nll_is_logged_each_epoch(make_config, tmp_path):
+    """train/sigma is exp(log_var / 2) of the trained loss: 1 at init, moved by training."""
+    cfg = make_config(*VAE, "loss=gaussian_nll", "trainer.max_epochs=2", "model.iwae_samples=2",
+                      "optimizer.lr=0.01", name="sigma")
+    result = run(cfg)
+    sigmas = result["history"]["train/sigma"]
+    state = torch.load(tmp_path / "sigma" / "last.ckpt", weights_only=False)["state_dict"]
+    assert len(sigmas) == 2 and sigmas[1] < sigmas[0] < 1.0
+    assert sigmas[1] == pytest.approx(math.exp(0.5 * float(state["loss_fn.log_var"])), rel=1e-6)
+    assert "train/sigma" in load_events(tmp_path / "sigma").Tags()["scalars"]
 
 
 def test_a_huge_kl_weight_collapses_the_posterior(make_config):
