@@ -103,35 +103,45 @@ def training_device(cfg: DictConfig) -> torch.device:
     return torch.device("cpu")
 
 
+PROCESSED = ("ready", "completed", "started", "processed")
+
+
+def _progress(total: int, current: int, keys: tuple[str, ...] = PROCESSED) -> dict[str, Any]:
+    return {"total": dict.fromkeys(keys, total), "current": dict.fromkeys(keys, current)}
+
+
+def _batches(total: int, current: int, last: bool = True) -> dict[str, Any]:
+    return {**_progress(total, current), "is_last_batch": last}
+
+
 def fit_loop_state(epochs: int, calls: int, steps: int, val_batches: int) -> dict[str, Any]:
     """Lightning's fit-loop state after `epochs` epochs of `calls` training calls each
-    (`steps` optimiser steps in all), as LastCheckpoint saves it at an epoch's end."""
-    def progress(total: int, current: int, started: bool = True) -> dict[str, int]:
-        keys = ("ready", "completed", "started", "processed") if started else ("ready",
-                                                                               "completed")
-        return {"total": dict.fromkeys(keys, total), "current": dict.fromkeys(keys, current)}
-
-    def batches(total: int, current: int) -> dict[str, Any]:
-        return {**progress(total, current), "is_last_batch": True}
-
-    epoch_progress = progress(epochs, epochs)
+    (`steps` optimiser steps in all), as LastCheckpoint saves it at an epoch's end (the layout
+    of Lightning 2.x; tests/test_stacked.py resumes a single run from it)."""
+    stepped = ("ready", "completed")
+    epoch_progress = _progress(epochs, epochs)
     epoch_progress["total"]["completed"] = epoch_progress["current"]["completed"] = epochs - 1
-    zero_step = {"step": progress(0, 0, started=False),
-                 "zero_grad": progress(0, 0)}
     return {
         "state_dict": {},
         "epoch_loop.state_dict": {"_batches_that_stepped": calls * epochs},
-        "epoch_loop.batch_progress": batches(calls * epochs, calls),
-        "epoch_loop.scheduler_progress": progress(0, 0, started=False),
+        "epoch_loop.batch_progress": _batches(calls * epochs, calls),
+        "epoch_loop.scheduler_progress": _progress(0, 0, stepped),
         "epoch_loop.automatic_optimization.state_dict": {},
-        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": zero_step},
+        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {
+            "step": _progress(0, 0, stepped),
+            "zero_grad": _progress(0, 0, ("ready", "completed", "started"))}},
         "epoch_loop.manual_optimization.state_dict": {},
-        "epoch_loop.manual_optimization.optim_step_progress": progress(steps, steps,
-                                                                       started=False),
+        "epoch_loop.manual_optimization.optim_step_progress": _progress(steps, steps, stepped),
         "epoch_loop.val_loop.state_dict": {},
-        "epoch_loop.val_loop.batch_progress": batches(val_batches, val_batches),
+        "epoch_loop.val_loop.batch_progress": _batches(val_batches, val_batches),
         "epoch_progress": epoch_progress,
     }
+
+
+def idle_loop_state(predict: bool = False) -> dict[str, Any]:
+    """The state of a validate/test/predict loop that has not run."""
+    progress = _progress(0, 0) if predict else _batches(0, 0, last=False)
+    return {"state_dict": {}, "batch_progress": progress}
 
 
 def slot_optimizer_state(stacked: StackedMLP, optimizer: torch.optim.Optimizer,
@@ -417,7 +427,8 @@ class StackedGroup:
             "loops": {
                 "fit_loop": fit_loop_state(epochs, calls, global_step,
                                            len(slot.trainer.datamodule.val_dataloader())),
-                "validate_loop": {}, "test_loop": {}, "predict_loop": {},
+                "validate_loop": idle_loop_state(), "test_loop": idle_loop_state(),
+                "predict_loop": idle_loop_state(predict=True),
             },
             "callbacks": callbacks,
             "optimizer_states": [slot_optimizer_state(stacked, optimizer, k)],
