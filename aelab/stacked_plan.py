@@ -106,8 +106,17 @@ def plan_groups(cfgs: Sequence[DictConfig], stack: int) -> Plan:
     return plan
 
 
+def short_names(names: Sequence[str], sep: str = ",") -> list[str]:
+    """Run folder names without the key=value items that every run shares."""
+    items = [name.split(sep) for name in names]
+    shared = set.intersection(*(set(i) for i in items)) if len(items) > 1 else set()
+    return [sep.join(i for i in parts if i not in shared) or "(no overrides)" for parts in items]
+
+
 def describe_plan(plan: Plan, names: Sequence[str], stack: int) -> str:
-    """The plan as printed before training: every group with its runs, then the single runs."""
+    """The plan as printed before training: every group with its runs (by the overrides that
+    tell them apart), then the single runs."""
+    names = short_names(names)
     runs = sum(len(g) for g in plan.groups) + len(plan.single)
     lines = [f"stacked plan: {runs} runs -> {len(plan.groups)} stacked group(s) of at most "
              f"{stack} ({', '.join(str(len(g)) for g in plan.groups) or 'none'} runs), "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,7 +135,8 @@ def test_plan_splits_activations_and_widths_and_leaves_conv_alone(tmp_path, caps
     _, conv = plan_jobs([*TINY, "model=conv,mlp"], [f"hydra.sweep.dir={tmp_path}/conv"])
     plan = plan_groups([cfg for cfg, _, _ in conv], stack=8)
     assert len(plan.groups) == 1 and len(plan.single) == 1
-    text = describe_plan(plan, ["model=conv", "model=mlp"], 8)
+    text = describe_plan(plan, ["data=synthetic,model=conv", "data=synthetic,model=mlp"], 8)
+    assert "group 1 (1 runs): model=mlp" in text
     assert "single: model=conv (cannot be stacked: model.encoder is aelab.nets.ConvEncoder" in text
     # the CLI prints the plan before it trains
     sweep = tmp_path / "two"
@@ -153,3 +156,24 @@ def test_nothing_stackable_is_refused_before_any_folder(tmp_path):
     with pytest.raises(ConfigError, match="none of the 2 run.*model=mlp or seed"):
         main([*TINY, "model=conv", "seed=0,1", f"hydra.sweep.dir={sweep}"])
     assert not sweep.exists()
+
+
+def test_the_seeds_sweep_stacks_losses_together_and_splits_activations(tmp_path):
+    """sweeps/seeds.yaml: loss bce,mse x activation sigmoid,relu x seed 0,1,2 (MNIST, not
+    trained here): 2 groups of 6, one per activation; bce and mse share one (sigmoid output)."""
+    _, jobs = plan_jobs(["+sweep=seeds"], [f"hydra.sweep.dir={tmp_path}"])
+    assert len(jobs) == 12
+    plan = plan_groups([cfg for cfg, _, _ in jobs], stack=8)
+    assert sorted(len(g) for g in plan.groups) == [6, 6] and not plan.single
+    for group in plan.groups:
+        assert len({jobs[i][0].activation._target_ for i in group}) == 1
+        assert {jobs[i][1]["loss"] for i in group} == {"bce", "mse"}
+
+
+def test_cli_refuses_stack_zero_with_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "aelab.stacked", *TINY, "seed=0,1", "stack=0",
+                           f"hydra.sweep.dir={tmp_path}/sweep"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "aelab: error: stack=0 must be an integer >= 1" in proc.stderr
+    assert not (tmp_path / "sweep").exists()
