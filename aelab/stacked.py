@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -56,9 +56,17 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 
-def plan_jobs(task: list[str], hydra: list[str]) -> tuple[Path, list[Job]]:
-    """The sweep folder and (config, choices, overrides) of every run `python -m aelab -m
-    ARGS` would launch, each with its run folder as paths.output_dir."""
+class Sweep(NamedTuple):
+    """What `python -m aelab -m ARGS` would launch: its folder, every run as (config, choices,
+    overrides) with its run folder as paths.output_dir, and the keys it varies."""
+
+    dir: Path
+    jobs: list[Job]
+    swept: set[str]
+
+
+def plan_jobs(task: list[str], hydra: list[str]) -> Sweep:
+    """The Sweep of the command line's task and hydra.* overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from aelab.sweeps import check_distinct, plan_runs
@@ -71,6 +79,9 @@ def plan_jobs(task: list[str], hydra: list[str]) -> tuple[Path, list[Job]]:
     params = OmegaConf.to_container(hcfg.sweeper.params, resolve=False) \
         if hcfg.sweeper.get("params") else {}
     runs = plan_runs(params, task, exclude, naming.item_sep, naming.kv_sep)
+    lines = [f"{k}={v}" for k, v in params.items()] + task
+    swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(lines)
+             if o.is_sweep_override()}
     check_distinct(runs, exclude)
     sweep_dir = Path(str(hcfg.sweep.dir))
     jobs = []
@@ -81,7 +92,7 @@ def plan_jobs(task: list[str], hydra: list[str]) -> tuple[Path, list[Job]]:
         with open_dict(cfg):
             del cfg["hydra"]
         jobs.append((cfg, choices, list(overrides)))
-    return sweep_dir, jobs
+    return Sweep(sweep_dir, jobs, swept)
 
 
 def _run_single(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> None:
@@ -105,7 +116,7 @@ def main(args: list[str]) -> int:
     from aelab.stacked_plan import describe_plan, plan_groups
 
     stack, task, hydra = split_args(args)
-    sweep_dir, jobs = plan_jobs(task, hydra)
+    sweep_dir, jobs, swept = plan_jobs(task, hydra)
     todo, resumed = [], []
     for job in jobs:
         cfg = job[0]
@@ -131,7 +142,7 @@ def main(args: list[str]) -> int:
     if resumed:
         text += f"\n  resumed alone from last.ckpt: {len(resumed)} run(s)"
     print(text, flush=True)
-    _train(plan, todo, resumed)
+    _train(plan, todo, resumed, swept)
     line, failures = summarize_outcome(sweep_statuses(sweep_dir))
     log.info("sweep %s: %s", sweep_dir, line)
     print(f"sweep {sweep_dir}: {line}", flush=True)
@@ -143,14 +154,14 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def _train(plan: Any, todo: list[Job], resumed: list[Job]) -> None:
+def _train(plan: Any, todo: list[Job], resumed: list[Job], swept: set[str]) -> None:
     from aelab.stacked_train import train_group
 
     for n, group in enumerate(plan.groups, start=1):
         members = [todo[i] for i in group]
         log.info("stacked group %d/%d: %d runs", n, len(plan.groups), len(members))
         try:
-            train_group(members)
+            train_group(members, swept)
         except AelabError as exc:  # refused while setting up, before any folder was written
             log.error("group %d cannot train stacked (%s); its runs run alone", n, exc)
             for job in members:

@@ -164,8 +164,10 @@ class StackedGroup:
     """Train the runs of `cfgs` (one group of the plan) together; `run()` returns their
     metrics.json dicts, in order."""
 
-    def __init__(self, jobs: list[tuple[DictConfig, dict[str, str], list[str]]]) -> None:
+    def __init__(self, jobs: list[tuple[DictConfig, dict[str, str], list[str]]],
+                 swept: set[str] | None = None) -> None:
         self.jobs = jobs
+        self.swept = swept
         self.started = time.perf_counter()
         self.slots: list[Slot] = []
         self.fitting = False  # set once the run folders are written to
@@ -230,7 +232,7 @@ class StackedGroup:
                             slot.out_dir, slot.cfg, slot.choices, self.started,
                             "interrupted" if interrupted else "failed", error=exc,
                             history=slot.history.history, overrides=slot.overrides,
-                            logger=slot.logger)
+                            logger=slot.logger, job=self._job(slot))
                 raise
         return [slot.result for slot in self.slots]
 
@@ -441,6 +443,10 @@ class StackedGroup:
         os.replace(tmp, path)
         fsync_dir(path.parent)
 
+    def _job(self, slot: Slot) -> tuple[list[str], set[str]]:
+        """(overrides, swept keys) for the run's HParams session, as its Hydra job's."""
+        return slot.overrides, set(self.swept) if self.swept is not None else set()
+
     def _diverged(self, k: int, exc: Diverged) -> None:
         slot = self.slots[k]
         message = f"{exc}\n{describe_checkpoint(slot.out_dir)}."
@@ -449,6 +455,7 @@ class StackedGroup:
         slot.result = _record(
             slot.out_dir, slot.cfg, slot.choices, self.started, "diverged", error=message,
             history=slot.history.history, overrides=slot.overrides, logger=slot.logger,
+            job=self._job(slot),
             diverged_at={"epoch": exc.epoch, "step": exc.step, "global_step": exc.global_step},
             **summary,
         )
@@ -486,7 +493,7 @@ class StackedGroup:
         if slot.diagnostics is not None:
             result |= slot.diagnostics.summary()
         write_json(slot.out_dir / "metrics.json", result)
-        log_session(slot.logger, slot.cfg, slot.choices, result)
+        log_session(slot.logger, slot.cfg, slot.choices, result, self._job(slot))
         log.info("test mse %.5f  test bce %.5f  (%d epochs, stacked) -> %s", test["mse"],
                  test["bce"], epochs, slot.out_dir)
         slot.result = result
@@ -503,6 +510,8 @@ def save_record(slot: Slot) -> None:
                                            encoding="utf-8")
 
 
-def train_group(jobs: list[tuple[DictConfig, dict[str, str], list[str]]]) -> list[dict[str, Any]]:
-    """Train `jobs` ((config, choices, overrides) of stackable runs) as one stacked model."""
-    return StackedGroup(jobs).run()
+def train_group(jobs: list[tuple[DictConfig, dict[str, str], list[str]]],
+                swept: set[str] | None = None) -> list[dict[str, Any]]:
+    """Train `jobs` ((config, choices, overrides) of stackable runs) as one stacked model;
+    `swept`: the keys the sweep varies (marked in HParams)."""
+    return StackedGroup(jobs, swept).run()

@@ -23,7 +23,7 @@ from aelab.stacked_plan import describe_plan, plan_groups
 from aelab.train import run
 
 from conftest import TINY, compose_config
-from events import load_events
+from events import hparams_of, load_events
 
 TOLERANCE = 1e-4  # relative, per epoch value
 EPOCHS = ["trainer.max_epochs=3"]
@@ -75,6 +75,9 @@ def test_three_seeds_stacked_equal_their_single_runs(tmp_path, capsys):
         assert curves_agree(stacked, alone)
         assert math.isclose(stacked["test"]["mse"], alone["test"]["mse"], rel_tol=TOLERANCE)
         assert tags(folder) == tags(tmp_path / f"single{seed}")
+        params, metric_tags = hparams_of(load_events(folder))
+        assert params["seed"] == seed and params["data.train_size"] == 256  # its overrides
+        assert metric_tags == hparams_of(load_events(tmp_path / f"single{seed}"))[1]
         assert (folder / ".hydra" / "config.yaml").is_file()
         assert f"seed={seed}" in (folder / ".hydra" / "overrides.yaml").read_text()
         mine = torch.load(folder / "last.ckpt", weights_only=True)
@@ -123,8 +126,8 @@ def test_a_diverging_slot_is_masked_and_the_others_complete(tmp_path):
 
 
 def test_plan_splits_activations_and_widths_and_leaves_conv_alone(tmp_path, capsys):
-    _, jobs = plan_jobs([*TINY, "activation=sigmoid,relu", "model.hidden=[16,8],[32,8]",
-                         "seed=0,1,2"], [f"hydra.sweep.dir={tmp_path}/plan"])
+    jobs = plan_jobs([*TINY, "activation=sigmoid,relu", "model.hidden=[16,8],[32,8]",
+                      "seed=0,1,2"], [f"hydra.sweep.dir={tmp_path}/plan"]).jobs
     plan = plan_groups([cfg for cfg, _, _ in jobs], stack=2)
     assert not plan.single
     assert sorted(len(g) for g in plan.groups) == [1, 1, 1, 1, 2, 2, 2, 2]  # 4 cells x (2 + 1)
@@ -132,7 +135,7 @@ def test_plan_splits_activations_and_widths_and_leaves_conv_alone(tmp_path, caps
         cells = {(jobs[i][0].activation._target_, tuple(jobs[i][0].model.hidden))
                  for i in group}
         assert len(cells) == 1
-    _, conv = plan_jobs([*TINY, "model=conv,mlp"], [f"hydra.sweep.dir={tmp_path}/conv"])
+    conv = plan_jobs([*TINY, "model=conv,mlp"], [f"hydra.sweep.dir={tmp_path}/conv"]).jobs
     plan = plan_groups([cfg for cfg, _, _ in conv], stack=8)
     assert len(plan.groups) == 1 and len(plan.single) == 1
     text = describe_plan(plan, ["data=synthetic,model=conv", "data=synthetic,model=mlp"], 8)
@@ -161,8 +164,9 @@ def test_nothing_stackable_is_refused_before_any_folder(tmp_path):
 def test_the_seeds_sweep_stacks_losses_together_and_splits_activations(tmp_path):
     """sweeps/seeds.yaml: loss bce,mse x activation sigmoid,relu x seed 0,1,2 (MNIST, not
     trained here): 2 groups of 6, one per activation; bce and mse share one (sigmoid output)."""
-    _, jobs = plan_jobs(["+sweep=seeds"], [f"hydra.sweep.dir={tmp_path}"])
-    assert len(jobs) == 12
+    sweep = plan_jobs(["+sweep=seeds"], [f"hydra.sweep.dir={tmp_path}"])
+    jobs = sweep.jobs
+    assert sweep.swept == {"loss", "activation", "seed"} and len(jobs) == 12
     plan = plan_groups([cfg for cfg, _, _ in jobs], stack=8)
     assert sorted(len(g) for g in plan.groups) == [6, 6] and not plan.single
     for group in plan.groups:
