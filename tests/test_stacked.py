@@ -181,3 +181,21 @@ def test_cli_refuses_stack_zero_with_exit_2(tmp_path):
     assert proc.returncode == 2
     assert "aelab: error: stack=0 must be an integer >= 1" in proc.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_twenty_epochs_of_three_stacked_seeds_stay_within_the_tolerance(tmp_path):
+    """The measurement behind TOLERANCE: 20 epochs, every epoch value of every curve."""
+    twenty = [*TINY, "trainer.max_epochs=20", "logger=none"]
+    sweep = tmp_path / "sweep"
+    assert main([*twenty, "seed=0,1,2", f"hydra.sweep.dir={sweep}"]) == 0
+    worst = 0.0
+    for seed in (0, 1, 2):
+        alone = run(compose_config([*twenty, f"seed={seed}"], tmp_path / f"single{seed}"))
+        stacked = metrics(folder_of(sweep, seed=seed))
+        for key in ("train/loss", "val/loss", "val/bce"):
+            worst = max(worst, *(abs(a - b) / abs(a) for a, b in
+                                 zip(alone["history"][key], stacked["history"][key])))
+        assert len(stacked["history"]["val/loss"]) == 20
+    print(f"largest relative difference over 20 epochs: {worst:.3g}")
+    assert worst <= TOLERANCE
