@@ -9,7 +9,8 @@ finished runs and continues an unfinished run with a last.ckpt alone.
 
 Exit codes: 2 refused input (stack < 1, no run that can be stacked, two runs sharing a
 folder) before anything is written; otherwise as a multirun (aelab.outcome): 1 when a run
-failed, 0 when every run completed or diverged; 130 on SIGINT.
+failed, 0 when every run completed or diverged; 130 on SIGINT and 143 on SIGTERM (the runs
+still training are recorded "interrupted"; resume=true continues each from its last.ckpt).
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ def _train(plan: Any, todo: list[Job], resumed: list[Job], swept: set[str]) -> N
 
 
 def cli() -> None:
+    from aelab.stacked_train import Interrupted
+
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     try:
         code = main(sys.argv[1:])
@@ -183,6 +186,10 @@ def cli() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Interrupted:
+        print("aelab: interrupted (SIGTERM); rerun the command with resume=true to continue",
+              file=sys.stderr)
+        sys.exit(143)
     sys.exit(code)
 
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,6 +58,27 @@ from aelab.stacked_net import StackedMLP
 from aelab.train import NVML_CHECK, _record, log_session, quiet_lightning, restored_env, write_json
 
 log = logging.getLogger("aelab")
+
+
+class Interrupted(BaseException):  # like KeyboardInterrupt: no "except Exception" stops it
+    """SIGTERM reached a stacked group (raised by `stop_on_sigterm`'s handler)."""
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into `Interrupted` while the group trains (main thread only)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted("SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave the signal alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -221,20 +244,33 @@ class StackedGroup:
             if device.type == "cpu":
                 os.environ[NVML_CHECK] = "0"  # as aelab.train: Adam's CUDA check stays cheap
             try:
-                self._fit(device)
+                with stop_on_sigterm():
+                    self._fit(device)
             except BaseException as exc:
                 if not self.fitting:
                     raise
-                for slot in self.slots:
-                    if slot.result is None:
-                        interrupted = isinstance(exc, KeyboardInterrupt)
-                        slot.result = _record(
-                            slot.out_dir, slot.cfg, slot.choices, self.started,
-                            "interrupted" if interrupted else "failed", error=exc,
-                            history=slot.history.history, overrides=slot.overrides,
-                            logger=slot.logger, job=self._job(slot))
+                self._record_stop(exc)
                 raise
         return [slot.result for slot in self.slots]
+
+    def _record_stop(self, exc: BaseException) -> None:
+        """metrics.json of every run still training when `exc` stopped the group: SIGINT
+        (KeyboardInterrupt) and SIGTERM (Interrupted) are "interrupted" (resumable from
+        last.ckpt), anything else "failed"."""
+        interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
+        for slot in self.slots:
+            if slot.result is not None:
+                continue
+            message = (
+                f"interrupted at epoch {slot.trainer.current_epoch}; "
+                f"{describe_checkpoint(slot.out_dir)}. Continue with the same command plus "
+                f"resume=true (the run then continues alone)."
+            ) if interrupted else exc
+            slot.result = _record(
+                slot.out_dir, slot.cfg, slot.choices, self.started,
+                "interrupted" if interrupted else "failed", error=message,
+                history=slot.history.history, overrides=slot.overrides,
+                logger=slot.logger, job=self._job(slot))
 
     def _fit(self, device: torch.device) -> None:
         slots, cfg = self.slots, self.slots[0].cfg

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +201,29 @@ def test_twenty_epochs_of_three_stacked_seeds_stay_within_the_tolerance(tmp_path
         assert len(stacked["history"]["val/loss"]) == 20
     print(f"largest relative difference over 20 epochs: {worst:.3g}")
     assert worst <= TOLERANCE
+
+
+def test_sigterm_records_interrupted_and_resume_finishes_the_runs(tmp_path):
+    sweep = tmp_path / "sweep"
+    common = [*TINY, "logger=none", "seed=0,1", f"hydra.sweep.dir={sweep}",
+              "hydra.job.config.override_dirname.exclude_keys=[resume,sweep,trainer.max_epochs]"]
+    proc = subprocess.Popen([sys.executable, "-m", "aelab.stacked", *common,
+                             "trainer.max_epochs=500"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (sweep.is_dir() and len(list(sweep.glob("*/last.ckpt"))) == 2):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    stopped = [metrics(folder_of(sweep, seed=seed)) for seed in (0, 1)]
+    for record in stopped:
+        assert record["status"] == "interrupted" and "resume=true" in record["error"]
+        assert 1 <= record["epochs"] < 500
+    epochs = max(record["epochs"] for record in stopped) + 1
+    assert main([*common, f"trainer.max_epochs={epochs}", "resume=true"]) == 0
+    for seed in (0, 1):
+        done = metrics(folder_of(sweep, seed=seed))
+        assert done["status"] == "completed" and done["epochs"] == epochs
+        assert done["resumed_from_epoch"] >= 1
