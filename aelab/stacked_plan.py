@@ -1,9 +1,10 @@
 """Which runs of a sweep can be trained as one stacked model, in groups of at most `stack`.
 
 Runs share a group when their configs are equal but for STACK_FREE_KEYS (seed, loss, init,
-l2_penalty and the run folder): the same MLP shape, activation, output activation, data,
-normalisation, batch size, epochs, optimiser (class and every setting, lr included: one
-optimiser steps the whole stack) and trainer. A run that cannot be stacked at all
+l2_penalty, optimizer.lr and the run folder): the same MLP shape, activation, output
+activation, data, normalisation, batch size, epochs, optimiser (class and every setting but
+lr: one optimiser steps the whole stack, aelab.stacked_train.LrScale gives each slot its lr)
+and trainer. A run that cannot be stacked at all
 (`why_not_stackable`) runs alone, as `python -m aelab` runs it. No torch is imported here.
 """
 
@@ -19,8 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.errors import ConfigError
 
 MLP_PARTS = {"encoder": "aelab.nets.MLPEncoder", "decoder": "aelab.nets.MLPDecoder"}
-STACK_FREE_KEYS = ("seed", "loss", "init", "l2_penalty", "paths", "resume")
+STACK_FREE_KEYS = ("seed", "loss", "init", "l2_penalty", "paths", "resume", "optimizer.lr")
 LOSSES_WITH_PARAMETERS = ("aelab.losses.GaussianNLL",)
+# element-wise optimisers whose step is lr x an lr-free update (see stacked_train.LrScale)
+OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop",
+              "torch.optim.Adadelta")
 
 
 def why_not_stackable(cfg: DictConfig) -> str | None:
@@ -34,6 +38,12 @@ def why_not_stackable(cfg: DictConfig) -> str | None:
     if OmegaConf.select(cfg, "loss._target_") in LOSSES_WITH_PARAMETERS:
         return f"loss={OmegaConf.select(cfg, 'loss.name') or cfg.loss._target_} trains a " \
                f"parameter of its own"
+    optimizer = OmegaConf.select(cfg, "optimizer._target_")
+    if optimizer not in OPTIMIZERS:
+        return f"optimizer._target_={optimizer} (stacking takes {', '.join(OPTIMIZERS)})"
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr < 0:
+        return f"optimizer.lr={lr} (stacking needs a number >= 0)"
     scheduler = OmegaConf.select(cfg, "scheduler.name") or "none"
     if scheduler != "none":
         return f"scheduler={scheduler}"
@@ -70,7 +80,12 @@ def group_key(cfg: DictConfig) -> str:
     plain = OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
     assert isinstance(plain, dict)
     for key in STACK_FREE_KEYS:
-        plain.pop(key, None)
+        *parents, leaf = key.split(".")
+        node: Any = plain
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     plain["model"]["output_activation"] = output_activation(cfg)
     return json.dumps(plain, sort_keys=True, default=str)
 

@@ -168,8 +168,8 @@ def idle_loop_state(predict: bool = False) -> dict[str, Any]:
 
 
 def slot_optimizer_state(stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                         k: int) -> dict[str, Any]:
-    """The optimiser state_dict that slot k's single run would hold (its own slices)."""
+                         k: int, lr: float) -> dict[str, Any]:
+    """The optimiser state_dict that slot k's single run would hold (its own slices, its lr)."""
     full = optimizer.state_dict()
     state = {}
     for index, values in full["state"].items():
@@ -180,7 +180,38 @@ def slot_optimizer_state(stacked: StackedMLP, optimizer: torch.optim.Optimizer,
                                                              else v)
             for name, v in values.items()
         }
-    return {"state": state, "param_groups": full["param_groups"]}
+    groups = [{**group, "lr": lr} for group in full["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+class LrScale:
+    """Each slot's own learning rate, under one optimiser built with the largest, `lrs[reference]`.
+
+    Every torch optimiser aelab offers (Adam, SGD with momentum, RMSprop, Adadelta) moves a
+    parameter by lr times an update whose state does not depend on lr, so slot k's step is the
+    reference step times lrs[k] / lrs[reference]: `keep` the weights before the step, `apply`
+    the scale after it. Nothing happens when every slot has the reference lr.
+    """
+
+    def __init__(self, stacked: StackedMLP, lrs: list[float], reference: int) -> None:
+        self.params = list(stacked.params)
+        top = lrs[reference]
+        scale = [lr / top if top else 1.0 for lr in lrs]
+        self.scale = None if all(s == 1.0 for s in scale) else torch.tensor(
+            scale, device=self.params[0].device).view(-1, 1, 1)
+        self.before: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def keep(self) -> None:
+        if self.scale is not None:
+            self.before = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        if self.scale is None:
+            return
+        for p, old in zip(self.params, self.before):
+            p.sub_(old).mul_(self.scale).add_(old)
 
 
 class StackedGroup:
@@ -280,7 +311,10 @@ class StackedGroup:
         stacked = StackedMLP([s.parts.net for s in slots]).to(device)
         for slot in slots:
             slot.parts.module.to(device)
-        optimizer = slots[0].parts.module.optimizer_factory(stacked.parameters())
+        self.lrs = [float(slot.cfg.optimizer.lr) for slot in slots]
+        reference = max(range(len(slots)), key=lambda k: self.lrs[k])
+        optimizer = slots[reference].parts.module.optimizer_factory(stacked.parameters())
+        lr_scale = LrScale(stacked, self.lrs, reference)
         epochs = int(cfg.trainer.max_epochs)
         per_call = max(1, int(cfg.get("steps_per_call", 1)))
         log_every = int(cfg.trainer.get("log_every_n_steps", 50))
@@ -320,7 +354,9 @@ class StackedGroup:
                 optimizer.zero_grad()
                 torch.stack([o for o, a in zip(objectives, active) if a]).sum().backward()
                 self._sample_gradients(stacked, active, global_step, before=True)
+                lr_scale.keep()
                 optimizer.step()
+                lr_scale.apply()
                 self._sample_gradients(stacked, active, global_step, before=False)
                 global_step += 1
                 sums += torch.stack(losses) * len(x[0])
@@ -331,10 +367,10 @@ class StackedGroup:
                     self._check_losses(stacked, optimizer, active, torch.stack(pending),
                                        pending_steps, global_step)
                     pending, pending_steps = [], []
-            lr = float(optimizer.param_groups[0]["lr"])
             for k in range(len(slots)):
                 if active[k]:
-                    active[k] = self._end_epoch(k, stacked, optimizer, sums[k] / count, lr,
+                    active[k] = self._end_epoch(k, stacked, optimizer, sums[k] / count,
+                                                self.lrs[k],
                                                 global_step, calls_per_epoch)
             done = [float(sums[k] / count) for k in range(len(slots)) if active[k]]
             log.info("stacked epoch %d/%d: %d runs active, train/loss %s, %.1f s", epoch + 1,
@@ -372,10 +408,10 @@ class StackedGroup:
     def _log_step(self, losses: list[torch.Tensor], active: list[bool],
                   optimizer: torch.optim.Optimizer, step: int) -> None:
         values = torch.stack(losses).tolist()  # one host sync for all slots
-        lr = float(optimizer.param_groups[0]["lr"])
         for k, slot in enumerate(self.slots):
             if active[k] and slot.logger:
-                slot.logger.log_metrics({"train/loss_step": values[k], "train/lr": lr}, step=step)
+                slot.logger.log_metrics({"train/loss_step": values[k], "train/lr": self.lrs[k]},
+                                        step=step)
 
     def _sample_gradients(self, stacked: StackedMLP, active: list[bool], step: int,
                           before: bool) -> None:
@@ -469,7 +505,7 @@ class StackedGroup:
                 "predict_loop": idle_loop_state(predict=True),
             },
             "callbacks": callbacks,
-            "optimizer_states": [slot_optimizer_state(stacked, optimizer, k)],
+            "optimizer_states": [slot_optimizer_state(stacked, optimizer, k, self.lrs[k])],
             "lr_schedulers": [],
         }
         path = slot.out_dir / CHECKPOINT

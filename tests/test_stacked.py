@@ -2,7 +2,8 @@
 
 Measured on this 2-core CPU (torch 2.14, threads 1 and 2): over 20 epochs of the tiny
 synthetic runs, the stacked runs' train/loss, val/loss, val/bce and test/mse equal their
-single runs' exactly (relative difference 0). TOLERANCE leaves room for kernels that round
+single runs' exactly (relative difference 0); with lr 3e-4 and 1e-4 in a group whose
+largest lr is 1e-3 (their steps scaled, stacked_train.LrScale), within 4e-7. TOLERANCE leaves room for kernels that round
 differently (a GPU's bmm) while staying far below the difference between two seeds (~1e-3).
 """
 
@@ -125,6 +126,26 @@ def test_a_diverging_slot_is_masked_and_the_others_complete(tmp_path):
         assert done["status"] == "completed" and done["epochs"] == 4
         alone = run(compose_config([*common, f"l2_penalty={value}"], tmp_path / value))
         assert curves_agree(done, alone)  # the masked slot did not disturb the others
+
+
+def test_lr_may_differ_in_a_group_and_a_huge_lr_diverges_alone(tmp_path):
+    """SGD with lr 10 on ReLU units and standardised data overflows (tests/test_divergence.py);
+    lr 0.01 and 0.1 train, in the same stacked group, as they do alone."""
+    sweep = tmp_path / "sweep"
+    common = [*TINY, "trainer.max_epochs=4", "optimizer=sgd", "activation=relu",
+              "normalization=standard", "logger=none"]
+    assert main([*common, "optimizer.lr=0.01,0.1,10", f"hydra.sweep.dir={sweep}"]) == 0
+    diverged = metrics(folder_of(sweep, **{"optimizer.lr": 10}))
+    assert diverged["status"] == "diverged" and diverged["verdict"] == "diverged"
+    for lr in (0.01, 0.1):
+        done = metrics(folder_of(sweep, **{"optimizer.lr": lr}))
+        assert done["status"] == "completed" and done["history"]["train/lr"][-1] == \
+            pytest.approx(lr)
+        alone = run(compose_config([*common, f"optimizer.lr={lr}"], tmp_path / str(lr)))
+        assert curves_agree(done, alone)
+        ckpt = torch.load(folder_of(sweep, **{"optimizer.lr": lr}) / "last.ckpt",
+                          weights_only=True)
+        assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == lr
 
 
 def test_plan_splits_activations_and_widths_and_leaves_conv_alone(tmp_path, capsys):
