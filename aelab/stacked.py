@@ -96,11 +96,17 @@ def plan_jobs(task: list[str], hydra: list[str]) -> Sweep:
     return Sweep(sweep_dir, jobs, swept)
 
 
-def _run_single(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> None:
-    """One run as a multirun job runs it: its outcome is recorded, the sweep goes on."""
+def _run_single(cfg: DictConfig, choices: dict[str, str], overrides: list[str],
+                hydra_cfg: DictConfig | None = None) -> None:
+    """One run as a multirun job runs it: its outcome is recorded, the sweep goes on.
+    `hydra_cfg`: the job's Hydra config (under the Hydra launcher), made current first."""
     from aelab.errors import RunFolderError
     from aelab.train import run
 
+    if hydra_cfg is not None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(hydra_cfg)
     try:
         run(cfg, choices=choices, overrides=overrides, record_refusal=True)
     except RunFolderError as exc:
@@ -111,15 +117,17 @@ def _run_single(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) 
         log.exception("run failed; recorded in %s/metrics.json", cfg.paths.output_dir)
 
 
-def main(args: list[str]) -> int:
-    from aelab.outcome import summarize_outcome, sweep_statuses
+def train_sweep(sweep: Sweep, stack: int,
+                hydra_cfgs: dict[str, DictConfig] | None = None) -> None:
+    """Plan the sweep's runs, print the plan, then train the stacked groups, the runs that
+    cannot be stacked and the runs resumed from a checkpoint. `hydra_cfgs`: each run
+    folder's Hydra job config, under the Hydra launcher (hydra/launcher=stacked)."""
     from aelab.reliability import CHECKPOINT, finished, read_metrics
-    from aelab.stacked_plan import describe_plan, plan_groups
+    from aelab.stacked_plan import check_stack, describe_plan, plan_groups
 
-    stack, task, hydra = split_args(args)
-    sweep_dir, jobs, swept = plan_jobs(task, hydra)
+    check_stack(stack)
     todo, resumed = [], []
-    for job in jobs:
+    for job in sweep.jobs:
         cfg = job[0]
         out_dir = Path(cfg.paths.output_dir)
         if cfg.get("resume") is True:
@@ -133,20 +141,30 @@ def main(args: list[str]) -> int:
     plan = plan_groups([cfg for cfg, _, _ in todo], stack)
     if todo and not plan.groups:
         raise ConfigError(
-            f"none of the {len(todo)} run(s) can be stacked ({plan.single[0][1]}); run them "
-            f"with python -m aelab -m {' '.join(task)}, or choose model=mlp or seed."
+            f"none of the {len(todo)} run(s) can be stacked ({plan.single[0][1]}); choose "
+            f"model=mlp or seed, or run the sweep unstacked (python -m aelab -m ..., the "
+            f"basic launcher)."
         )
-    names = [str(Path(cfg.paths.output_dir).relative_to(sweep_dir)) if sweep_dir in
+    names = [str(Path(cfg.paths.output_dir).relative_to(sweep.dir)) if sweep.dir in
              Path(cfg.paths.output_dir).parents else cfg.paths.output_dir
              for cfg, _, _ in todo]
     text = describe_plan(plan, names, stack)
     if resumed:
         text += f"\n  resumed alone from last.ckpt: {len(resumed)} run(s)"
     print(text, flush=True)
-    _train(plan, todo, resumed, swept)
-    line, failures = summarize_outcome(sweep_statuses(sweep_dir))
-    log.info("sweep %s: %s", sweep_dir, line)
-    print(f"sweep {sweep_dir}: {line}", flush=True)
+    _train(plan, todo, resumed, sweep.swept, hydra_cfgs or {})
+
+
+def main(args: list[str]) -> int:
+    """`python -m aelab.stacked ARGS`: the sweep, then its outcome's exit code."""
+    from aelab.outcome import summarize_outcome, sweep_statuses
+
+    stack, task, hydra = split_args(args)
+    sweep = plan_jobs(task, hydra)
+    train_sweep(sweep, stack)
+    line, failures = summarize_outcome(sweep_statuses(sweep.dir))
+    log.info("sweep %s: %s", sweep.dir, line)
+    print(f"sweep {sweep.dir}: {line}", flush=True)
     if failures:
         shown = "\n  ".join(failures[:20])
         print(f"aelab: {len(failures)} run(s) of the sweep failed (see their metrics.json):"
@@ -155,24 +173,28 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def _train(plan: Any, todo: list[Job], resumed: list[Job], swept: set[str]) -> None:
+def _train(plan: Any, todo: list[Job], resumed: list[Job], swept: set[str],
+           hydra_cfgs: dict[str, DictConfig]) -> None:
     from aelab.stacked_train import train_group
+
+    def alone(job: Job) -> None:
+        _run_single(*job, hydra_cfgs.get(str(job[0].paths.output_dir)))
 
     for n, group in enumerate(plan.groups, start=1):
         members = [todo[i] for i in group]
         log.info("stacked group %d/%d: %d runs", n, len(plan.groups), len(members))
         try:
-            train_group(members, swept)
+            train_group(members, swept, hydra_cfgs)
         except AelabError as exc:  # refused while setting up, before any folder was written
             log.error("group %d cannot train stacked (%s); its runs run alone", n, exc)
             for job in members:
-                _run_single(*job)
+                alone(job)
         except Exception:
             log.exception("stacked group %d failed; recorded in its runs' metrics.json", n)
     for i, _ in plan.single:
-        _run_single(*todo[i])
+        alone(todo[i])
     for job in resumed:
-        _run_single(*job)
+        alone(job)
 
 
 def cli() -> None:

@@ -219,9 +219,11 @@ class StackedGroup:
     metrics.json dicts, in order."""
 
     def __init__(self, jobs: list[tuple[DictConfig, dict[str, str], list[str]]],
-                 swept: set[str] | None = None) -> None:
+                 swept: set[str] | None = None,
+                 hydra_cfgs: dict[str, DictConfig] | None = None) -> None:
         self.jobs = jobs
         self.swept = swept
+        self.hydra_cfgs = hydra_cfgs or {}
         self.started = time.perf_counter()
         self.slots: list[Slot] = []
         self.fitting = False  # set once the run folders are written to
@@ -297,6 +299,7 @@ class StackedGroup:
                 f"{describe_checkpoint(slot.out_dir)}. Continue with the same command plus "
                 f"resume=true (the run then continues alone)."
             ) if interrupted else exc
+            self._as_job(slot)
             slot.result = _record(
                 slot.out_dir, slot.cfg, slot.choices, self.started,
                 "interrupted" if interrupted else "failed", error=message,
@@ -329,7 +332,8 @@ class StackedGroup:
         calls_per_epoch = math.ceil(steps_per_epoch / per_call)
         active = [True] * len(slots)
         for slot in slots:
-            save_record(slot)
+            self._as_job(slot)
+            save_record(slot, str(slot.cfg.paths.output_dir) in self.hydra_cfgs)
             remove_stale_events(slot.out_dir)
             log.info("training stacked (%d runs) -> %s", len(slots), slot.out_dir)
             if slot.diagnostics is not None:
@@ -515,6 +519,15 @@ class StackedGroup:
         os.replace(tmp, path)
         fsync_dir(path.parent)
 
+    def _as_job(self, slot: Slot) -> None:
+        """Make the slot's Hydra job config current (under the Hydra launcher), so that what
+        aelab.train writes from HydraConfig (`.hydra/`) is this run's."""
+        hydra_cfg = self.hydra_cfgs.get(str(slot.cfg.paths.output_dir))
+        if hydra_cfg is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            HydraConfig.instance().set_config(hydra_cfg)
+
     def _job(self, slot: Slot) -> tuple[list[str], set[str]]:
         """(overrides, swept keys) for the run's HParams session, as its Hydra job's."""
         return slot.overrides, set(self.swept) if self.swept is not None else set()
@@ -524,6 +537,7 @@ class StackedGroup:
         message = f"{exc}\n{describe_checkpoint(slot.out_dir)}."
         log.error("%s: %s", slot.out_dir, message)
         summary = slot.diagnostics.summary(diverged=exc.what) if slot.diagnostics else {}
+        self._as_job(slot)
         slot.result = _record(
             slot.out_dir, slot.cfg, slot.choices, self.started, "diverged", error=message,
             history=slot.history.history, overrides=slot.overrides, logger=slot.logger,
@@ -571,10 +585,17 @@ class StackedGroup:
         slot.result = result
 
 
-def save_record(slot: Slot) -> None:
-    """`.hydra/config.yaml` and `overrides.yaml` in the run folder, as a single run's."""
+def save_record(slot: Slot, launched: bool = False) -> None:
+    """`.hydra/` in the run folder, as a single run's: Hydra's own record when Hydra launched
+    the sweep (`launched`: its job config is current), else `config.yaml` and
+    `overrides.yaml`."""
     from omegaconf import OmegaConf
 
+    from aelab.train import save_hydra_record
+
+    if launched:
+        save_hydra_record(slot.out_dir, slot.cfg)
+        return
     folder = slot.out_dir / ".hydra"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(slot.cfg), encoding="utf-8")
@@ -583,7 +604,9 @@ def save_record(slot: Slot) -> None:
 
 
 def train_group(jobs: list[tuple[DictConfig, dict[str, str], list[str]]],
-                swept: set[str] | None = None) -> list[dict[str, Any]]:
+                swept: set[str] | None = None,
+                hydra_cfgs: dict[str, DictConfig] | None = None) -> list[dict[str, Any]]:
     """Train `jobs` ((config, choices, overrides) of stackable runs) as one stacked model;
-    `swept`: the keys the sweep varies (marked in HParams)."""
-    return StackedGroup(jobs, swept).run()
+    `swept`: the keys the sweep varies (marked in HParams); `hydra_cfgs`: run folder -> its
+    Hydra job config, when Hydra launched the sweep (hydra/launcher=stacked)."""
+    return StackedGroup(jobs, swept, hydra_cfgs).run()
