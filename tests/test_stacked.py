@@ -3,8 +3,9 @@
 Measured on this 2-core CPU (torch 2.14, threads 1 and 2): over 20 epochs of the tiny
 synthetic runs, the stacked runs' train/loss, val/loss, val/bce and test/mse equal their
 single runs' exactly (relative difference 0); with lr 3e-4 and 1e-4 in a group whose
-largest lr is 1e-3 (their steps scaled, stacked_train.LrScale), within 4e-7. TOLERANCE leaves room for kernels that round
-differently (a GPU's bmm) while staying far below the difference between two seeds (~1e-3).
+largest lr is 1e-3 (their steps scaled, stacked_train.LrScale), within 4e-7. TOLERANCE
+leaves room for kernels that round differently (a GPU's bmm) while staying far below the
+difference between two seeds (~1e-3).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from aelab.stacked import main, plan_jobs, split_args
 from aelab.stacked_plan import describe_plan, plan_groups
 from aelab.train import run
 
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, run_cli
 from events import hparams_of, load_events
 
 TOLERANCE = 1e-4  # relative, per epoch value
@@ -248,3 +249,24 @@ def test_sigterm_records_interrupted_and_resume_finishes_the_runs(tmp_path):
         done = metrics(folder_of(sweep, seed=seed))
         assert done["status"] == "completed" and done["epochs"] == epochs
         assert done["resumed_from_epoch"] >= 1
+
+
+def test_hydra_launcher_stacked_trains_the_sweep_as_its_single_runs(tmp_path):
+    proc = run_cli("-m", *TINY, *EPOCHS, "seed=0,1", "hydra/launcher=stacked",
+                   "hydra.launcher.stack=2", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 stacked group(s) of at most 2 (2 runs)" in proc.stdout + proc.stderr
+    for seed in (0, 1):
+        folder = folder_of(tmp_path / "sweep", seed=seed)
+        assert {p.name for p in (folder / ".hydra").iterdir()} == {
+            "config.yaml", "hydra.yaml", "overrides.yaml"}
+        stacked = metrics(folder)
+        assert stacked["status"] == "completed" and f"seed={seed}" in stacked["overrides"]
+        assert curves_agree(stacked, single(tmp_path, f"single{seed}", f"seed={seed}"))
+
+
+def test_hydra_launcher_refuses_stack_zero_with_exit_2(tmp_path):
+    proc = run_cli("-m", *TINY, "seed=0,1", "hydra/launcher=stacked", "hydra.launcher.stack=0",
+                   "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2 and "aelab: error: stack=0 must be an integer >= 1" in proc.stderr
+    assert not [p for p in (tmp_path / "sweep").glob("*") if p.is_dir()]
