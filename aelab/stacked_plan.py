@@ -22,6 +22,9 @@ from aelab.errors import ConfigError
 MLP_PARTS = {"encoder": "aelab.nets.MLPEncoder", "decoder": "aelab.nets.MLPDecoder"}
 STACK_FREE_KEYS = ("seed", "loss", "init", "l2_penalty", "paths", "resume", "optimizer.lr")
 LOSSES_WITH_PARAMETERS = ("aelab.losses.GaussianNLL",)
+# the callbacks a stacked group runs per slot (the progress bar: one line per group epoch)
+CALLBACKS = ("aelab.callbacks.ReconstructionGrid", "aelab.callbacks.LastCheckpoint",
+             "aelab.callbacks.progress_bar", "aelab.diagnostics_callback.Diagnostics")
 # element-wise optimisers whose step is lr x an lr-free update (see stacked_train.LrScale)
 OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop",
               "torch.optim.Adadelta")
@@ -44,6 +47,10 @@ def why_not_stackable(cfg: DictConfig) -> str | None:
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr < 0:
         return f"optimizer.lr={lr} (stacking needs a number >= 0)"
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        target = OmegaConf.select(callback, "_target_") if callback else None
+        if callback and target not in CALLBACKS:
+            return f"callbacks.{name} ({target}) is not one a stacked group runs per run"
     scheduler = OmegaConf.select(cfg, "scheduler.name") or "none"
     if scheduler != "none":
         return f"scheduler={scheduler}"

@@ -165,6 +165,11 @@ def test_plan_splits_activations_and_widths_and_leaves_conv_alone(tmp_path, caps
     text = describe_plan(plan, ["data=synthetic,model=conv", "data=synthetic,model=mlp"], 8)
     assert "group 1 (1 runs): model=mlp" in text
     assert "single: model=conv (cannot be stacked: model.encoder is aelab.nets.ConvEncoder" in text
+    timed = plan_jobs([*TINY, "+callbacks.timer._target_=aelab.timing.EpochTimer",
+                       "+callbacks.timer.dirpath=.", "seed=0,1"],
+                      [f"hydra.sweep.dir={tmp_path}/timed"]).jobs
+    plan = plan_groups([cfg for cfg, _, _ in timed], stack=8)
+    assert not plan.groups and "callbacks.timer (aelab.timing.EpochTimer)" in plan.single[0][1]
     # the CLI prints the plan before it trains
     sweep = tmp_path / "two"
     assert main([*TINY, "activation=sigmoid,relu", "logger=none", f"hydra.sweep.dir={sweep}"]) == 0
