@@ -114,7 +114,8 @@ def check_stack(stack: Any) -> int:
 
 def plan_groups(cfgs: Sequence[DictConfig], stack: int) -> Plan:
     """Split the runs into groups of at most `stack` stackable runs with equal group keys,
-    in sweep order; a group of one is still stacked (K = 1)."""
+    in sweep order, as few groups per key as `stack` allows and of balanced sizes (18 runs,
+    stack=8: 6, 6, 6); a group of one is still stacked (K = 1)."""
     check_stack(stack)
     plan, by_key = Plan(), {}
     for i, cfg in enumerate(cfgs):
@@ -124,7 +125,13 @@ def plan_groups(cfgs: Sequence[DictConfig], stack: int) -> Plan:
         else:
             by_key.setdefault(group_key(cfg), []).append(i)
     for members in by_key.values():
-        plan.groups += [members[j:j + stack] for j in range(0, len(members), stack)]
+        n = -(-len(members) // stack)  # as few groups as `stack` allows, of balanced sizes
+        size, extra = divmod(len(members), n)
+        start = 0
+        for j in range(n):
+            end = start + size + (j < extra)
+            plan.groups.append(members[start:end])
+            start = end
     return plan
 
 

@@ -198,6 +198,8 @@ def test_the_seeds_sweep_stacks_losses_together_and_splits_activations(tmp_path)
     assert sweep.swept == {"loss", "activation", "seed"} and len(jobs) == 12
     plan = plan_groups([cfg for cfg, _, _ in jobs], stack=8)
     assert sorted(len(g) for g in plan.groups) == [6, 6] and not plan.single
+    assert [len(g) for g in plan_groups([cfg for cfg, _, _ in jobs], stack=4).groups] == \
+        [3, 3, 3, 3]  # balanced: 6 runs of a cell in two groups of 3, not 4 and 2
     for group in plan.groups:
         assert len({jobs[i][0].activation._target_ for i in group}) == 1
         assert {jobs[i][1]["loss"] for i in group} == {"bce", "mse"}
