@@ -1,1 +1,0 @@
-"""aelab's Hydra launcher `hydra/launcher=stacked` (aelab.stacked's sweeps under Hydra)."""
