@@ -52,8 +52,13 @@ def logit(p: float) -> float:
 
 @pytest.mark.parametrize("path", LOSS_FILES, ids=lambda p: p.stem)
 def test_every_loss_file_builds_the_loss_it_names(path):
-    loss = instantiate(OmegaConf.load(path))
-    assert loss.name == path.stem
+    cfg, name, preset = OmegaConf.load(path), path.stem, {}
+    if "defaults" in cfg:  # a preset of another loss file (mse_sigma_tuned: mse, sigma 0.1)
+        (name,) = [d for d in cfg.defaults if d != "_self_"]
+        preset = {k: v for k, v in cfg.items() if k != "defaults"}
+        cfg = OmegaConf.merge(OmegaConf.load(path.parent / f"{name}.yaml"), preset)
+    loss = instantiate(cfg)
+    assert loss.name == name and preset == {k: getattr(loss, k) for k in preset}
     assert loss.reduction == "mean"
     assert loss.target_range in (UNIT, REAL)
     z, t = torch.zeros(2, 4), torch.full((2, 4), 0.5)
