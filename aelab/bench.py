@@ -4,6 +4,8 @@
     python -m aelab.bench --only epoch   # one figure
     python -m aelab.bench --sweep        # also the 8-run MNIST grid, sequential vs joblib, and
                                          # the bound the machine sets (two 1-thread hand loops)
+    python -m aelab.bench --stacked      # only: K = 4, 8, 16 seed nets stacked (aelab.stacked)
+                                         # vs the same K runs in a row, and vs joblib (K = 8)
 
 Timed runs are repeated (--repeat) and interleaved, the two sides of a ratio alternating,
 and each side's median is reported, so that a burst of load on a shared machine hits both.
@@ -298,6 +300,40 @@ def bench_thread_bound(root: str) -> None:
            "side by side", "2 x 2 threads in a row")
 
 
+RUN_STACKED = ('sys.argv = ["aelab.stacked", *sys.argv[1:]]; '
+               'runpy.run_module("aelab.stacked", run_name="__main__")')
+TINY_DATA = ["data=synthetic", "data.train_size=256", "data.val_size=64", "data.test_size=64"]
+
+
+def per_model_epoch(code: str, args: list[str], model_epochs: int) -> float:
+    """Wall seconds of a child sweep (in a fresh folder) per model-epoch."""
+    with tempfile.TemporaryDirectory() as cwd:
+        return peak_rss_run(code, [*args, "hydra.sweep.dir=sweep"], cwd)[0] / model_epochs
+
+
+def bench_stacked(root: str, epochs: int, repeat: int, ks: list[int], data: str) -> None:
+    """Whole sweeps of K seeds of the seed net (batch 128, diagnostics and logging on), each a
+    child process: stacked (`python -m aelab.stacked stack=K`) vs in a row (`python -m aelab
+    -m`), and vs joblib with 2 workers for K = 8; seconds per model-epoch (the sweep's wall
+    time, start-up and test included, / (K x epochs))."""
+    where = TINY_DATA if data == "synthetic" else [f"data.root={root}"]
+    common = [*SEED_NET, *where, "data.batch_size=128", f"trainer.max_epochs={epochs}",
+              "trainer.enable_progress_bar=false"]
+    for k in ks:
+        grid = [*common, "seed=" + ",".join(str(s) for s in range(k))]
+        runs = k * epochs
+        stacked, in_row = interleaved(
+            lambda: per_model_epoch(RUN_STACKED, [*grid, f"stack={k}"], runs),  # noqa: B023
+            lambda: per_model_epoch(RUN_AELAB, ["-m", *grid], runs), repeat)  # noqa: B023
+        report(f"K={k} stacked / in a row, s/model-epoch", stacked, in_row, "stacked",
+               "in a row", "<= 0.71x (1.4x throughput)" if k == 8 else "")
+        if k == 8:
+            joblib = per_model_epoch(RUN_AELAB, ["-m", *grid, "hydra/launcher=joblib",
+                                                 "hydra.launcher.n_jobs=2"], runs)
+            report("K=8 stacked / joblib 2, s/model-epoch", stacked, joblib, "stacked",
+                   "joblib")
+
+
 def bench_sweep(root: str) -> None:
     grid = ["loss=bce,mse", "activation=sigmoid,relu", "seed=0,1", "trainer.max_epochs=1",
             f"data.root={root}", "trainer.enable_progress_bar=false"]
@@ -320,11 +356,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 32, 512])
     parser.add_argument("--only", choices=list(FIGURES), action="append")
     parser.add_argument("--sweep", action="store_true", help="also time the 8-run grid (minutes)")
+    parser.add_argument("--stacked", action="store_true",
+                        help="time stacked sweeps (alone unless --only names other figures)")
+    parser.add_argument("--stacked-ks", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--stacked-data", choices=["mnist", "synthetic"], default="mnist",
+                        help="synthetic: a tiny set, to check the figure runs (timings mean "
+                             "little)")
     args = parser.parse_args(argv)
     args.data_root = str(Path(args.data_root).resolve())  # the child runs start elsewhere
     if args.epochs < 2 or args.repeat < 1:
         parser.error("--epochs must be >= 2 (the first epoch is warm-up) and --repeat >= 1")
-    only = set(args.only or FIGURES)
+    only = set(args.only or ([] if args.stacked else FIGURES))
     print(f"aelab bench: {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), device {device()}"
           + (f" {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), flush=True)
@@ -341,6 +383,9 @@ def main(argv: list[str] | None = None) -> None:
             step()
     if args.sweep:
         bench_sweep(args.data_root)
+    if args.stacked:
+        bench_stacked(args.data_root, args.epochs, args.repeat, args.stacked_ks,
+                      args.stacked_data)
 
 
 if __name__ == "__main__":

@@ -153,8 +153,12 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         step: int | None = None,
         status: str = "completed",
         metric_tags: list[str] | None = None,
+        overrides: list[str] | None = None,
+        swept_keys_: set[str] | None = None,
     ) -> None:
-        swept = override_params(hydra_overrides())
+        """`overrides` and `swept_keys_` stand for the running Hydra job's overrides and its
+        multirun's swept keys when the run is not a Hydra job (a stacked run)."""
+        swept = override_params(hydra_overrides() if overrides is None else overrides)
         params = {**swept, **_convert_params(params)}
         if metrics is not None and not isinstance(metrics, dict):
             metrics = {"hp_metric": metrics}
@@ -167,7 +171,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         from torch.utils.tensorboard.summary import scalar
         from torch.utils.tensorboard.writer import FileWriter
 
-        varied = swept_keys()
+        varied = swept_keys() if swept_keys_ is None else swept_keys_
         differs = set(swept) if varied is None else varied
         tags = list(metrics) if metric_tags is None else metric_tags
         writer = FileWriter(self.log_dir, filename_suffix=SESSION_SUFFIX)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -335,6 +335,17 @@ class Autoencoder(L.LightningModule):
                         prog_bar=stage == "val")
         if stage == "val" and self.scheduler_on_validation and not self.trainer.sanity_checking:
             self.lr_schedulers().step(means["val/loss"])
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        """The `{stage}/...` means over `batches` that validation/test log, without a Trainer
+        (a stacked run's slot is evaluated through its single run's module)."""
+        was_training = self.training
+        self.eval()
+        for i, batch in enumerate(batches):
+            self._evaluate(batch, i, stage)
+        self.train(was_training)
+        return self._eval_means.means()
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")

@@ -93,12 +93,14 @@ def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
 
 
 def log_session(
-    logger: Any, cfg: DictConfig, choices: dict[str, str], result: dict[str, Any]
+    logger: Any, cfg: DictConfig, choices: dict[str, str], result: dict[str, Any],
+    job: tuple[list[str], set[str]] | None = None,
 ) -> None:
     """The run's HParams session (hyperparameters, final/val_* and final/test_* metrics, its
     status), then the logger closed; nothing without a logger. Every session declares both
     val and test columns: TensorBoard takes its columns from one run's session, and a
-    diverged run's (no test metrics) would otherwise hide the test columns of all."""
+    diverged run's (no test metrics) would otherwise hide the test columns of all. `job`:
+    (overrides, swept keys) of a run that is no Hydra job (a stacked run), for the session."""
     from aelab.loggers import TensorBoardLogger
 
     if not logger:
@@ -109,8 +111,9 @@ def log_session(
     if isinstance(logger, TensorBoardLogger):
         names = {*result.get("val", {}), *result.get("test", {})}
         tags = [f"final/{part}_{k}" for part in ("val", "test") for k in sorted(names)]
+        overrides, swept = job if job is not None else (None, None)
         logger.log_hyperparams(hparams(cfg, choices), metrics=final, status=status,
-                               metric_tags=tags)
+                               metric_tags=tags, overrides=overrides, swept_keys_=swept)
     elif status == "completed":
         logger.log_hyperparams(hparams(cfg, choices), metrics=final)
     logger.finalize("success" if status == "completed" else "failed")
@@ -247,10 +250,11 @@ def _record(
     history: dict[str, list[float]] | None = None,
     overrides: list[str] | None = None,
     logger: Any = None,
+    job: tuple[list[str], set[str]] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Write metrics.json (and the HParams session, with a logger) for a run that did not
-    complete; the last finite metrics come along."""
+    complete; the last finite metrics come along (`job`: see log_session)."""
     history = history or {}
     result: dict[str, Any] = {
         "status": status,
@@ -270,7 +274,7 @@ def _record(
     out_dir.mkdir(parents=True, exist_ok=True)
     save_hydra_record(out_dir, cfg)
     write_json(out_dir / "metrics.json", result)
-    log_session(logger, cfg, choices, result)
+    log_session(logger, cfg, choices, result, job)
     return result
 
 

@@ -45,3 +45,13 @@ def test_bench_epoch_and_startup_print_consistent_ratios(mnist_root):
     assert set(found) == {"epoch, batch 512", "start-up: --cfg job vs import torch"}
     for ours, base, ratio in found.values():
         assert ours > 0 and base > 0 and ratio == pytest.approx(ours / base, abs=0.01)
+
+
+def test_bench_stacked_prints_its_ratio_on_tiny_synthetic_sweeps():
+    proc = bench("--stacked", "--stacked-data", "synthetic", "--stacked-ks", "2",
+                 "--epochs", "2", "--repeat", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = ratios(proc.stdout)
+    assert set(found) == {"K=2 stacked / in a row, s/model-epoch"}
+    for ours, base, ratio in found.values():
+        assert ours > 0 and base > 0 and ratio == pytest.approx(ours / base, abs=0.01)

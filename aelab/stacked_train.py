@@ -1,0 +1,612 @@
+"""Train a group of stackable runs (aelab.stacked_plan) as one StackedMLP, each run in its own
+folder as if it had run alone.
+
+Each run ("slot") is built exactly as `aelab.train` builds it (`L.seed_everything(seed)`,
+then `build(cfg)`), so its initial weights, its loss, its normalisation and its batch order
+(a `TensorBatches` seeded by its seed) are the single run's. The StackedMLP takes every
+training step of all slots at once (one optimiser over the stacked parameters: Adam, SGD
+and RMSprop act element by element, so it is K optimisers). Everything else goes through
+the single run's own objects, fed slot k's weights: the module's `evaluate` (validation,
+test), the Diagnostics and ReconstructionGrid callbacks and the FiniteGuard (given a
+`SlotTrainer`, the few Trainer attributes they read), the run's logger, `last.ckpt` (a
+Lightning checkpoint a single `resume=true` run continues), metrics.json and its HParams
+session. A slot whose loss or weights become non-finite is recorded `diverged` and masked
+(its weights and optimiser state zeroed, its loss left out); the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from aelab.build import Parts, build, instantiate
+from aelab.callbacks import (
+    FiniteGuard,
+    LastCheckpoint,
+    MetricHistory,
+    ReconstructionGrid,
+    fsync_dir,
+    fsync_file,
+)
+from aelab.checks import check_config
+from aelab.data import TensorBatches
+from aelab.diagnostics_callback import Diagnostics
+from aelab.errors import Diverged
+from aelab.keys import check_keys
+from aelab.reliability import (
+    CHECKPOINT,
+    describe_checkpoint,
+    divergence_causes,
+    fingerprint,
+    refuse_used_folder,
+    remove_stale_events,
+)
+from aelab.stacked_net import StackedMLP
+from aelab.train import NVML_CHECK, _record, log_session, quiet_lightning, restored_env, write_json
+
+log = logging.getLogger("aelab")
+
+
+class Interrupted(BaseException):  # like KeyboardInterrupt: no "except Exception" stops it
+    """SIGTERM reached a stacked group (raised by `stop_on_sigterm`'s handler)."""
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into `Interrupted` while the group trains (main thread only)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted("SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave the signal alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class SlotTrainer:
+    """The Trainer attributes that aelab's callbacks read, for one slot of a stacked group."""
+
+    datamodule: Any
+    loggers: list[Any]
+    max_epochs: int
+    current_epoch: int = 0
+    global_step: int = 0
+    callback_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    should_stop: bool = False
+    sanity_checking: bool = False
+    state: Any = field(default_factory=lambda: SimpleNamespace(fn="fit"))
+
+
+@dataclass
+class Slot:
+    """One run of the group: its config, its single-run objects and its record so far."""
+
+    cfg: DictConfig
+    choices: dict[str, str]
+    overrides: list[str]
+    parts: Parts
+    logger: Any
+    trainer: SlotTrainer
+    guard: FiniteGuard
+    diagnostics: Diagnostics | None
+    grid: ReconstructionGrid | None
+    checkpoint: bool
+    history: MetricHistory = field(default_factory=MetricHistory)
+    result: dict[str, Any] | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.paths.output_dir)
+
+
+def training_device(cfg: DictConfig) -> torch.device:
+    """trainer.accelerator cpu -> the CPU; auto, gpu or cuda -> the GPU when there is one."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+PROCESSED = ("ready", "completed", "started", "processed")
+
+
+def _progress(total: int, current: int, keys: tuple[str, ...] = PROCESSED) -> dict[str, Any]:
+    return {"total": dict.fromkeys(keys, total), "current": dict.fromkeys(keys, current)}
+
+
+def _batches(total: int, current: int, last: bool = True) -> dict[str, Any]:
+    return {**_progress(total, current), "is_last_batch": last}
+
+
+def fit_loop_state(epochs: int, calls: int, steps: int, val_batches: int) -> dict[str, Any]:
+    """Lightning's fit-loop state after `epochs` epochs of `calls` training calls each
+    (`steps` optimiser steps in all), as LastCheckpoint saves it at an epoch's end (the layout
+    of Lightning 2.x; tests/test_stacked.py resumes a single run from it)."""
+    stepped = ("ready", "completed")
+    epoch_progress = _progress(epochs, epochs)
+    epoch_progress["total"]["completed"] = epoch_progress["current"]["completed"] = epochs - 1
+    return {
+        "state_dict": {},
+        "epoch_loop.state_dict": {"_batches_that_stepped": calls * epochs},
+        "epoch_loop.batch_progress": _batches(calls * epochs, calls),
+        "epoch_loop.scheduler_progress": _progress(0, 0, stepped),
+        "epoch_loop.automatic_optimization.state_dict": {},
+        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {
+            "step": _progress(0, 0, stepped),
+            "zero_grad": _progress(0, 0, ("ready", "completed", "started"))}},
+        "epoch_loop.manual_optimization.state_dict": {},
+        "epoch_loop.manual_optimization.optim_step_progress": _progress(steps, steps, stepped),
+        "epoch_loop.val_loop.state_dict": {},
+        "epoch_loop.val_loop.batch_progress": _batches(val_batches, val_batches),
+        "epoch_progress": epoch_progress,
+    }
+
+
+def idle_loop_state(predict: bool = False) -> dict[str, Any]:
+    """The state of a validate/test/predict loop that has not run."""
+    progress = _progress(0, 0) if predict else _batches(0, 0, last=False)
+    return {"state_dict": {}, "batch_progress": progress}
+
+
+def slot_optimizer_state(stacked: StackedMLP, optimizer: torch.optim.Optimizer,
+                         k: int, lr: float) -> dict[str, Any]:
+    """The optimiser state_dict that slot k's single run would hold (its own slices, its lr)."""
+    full = optimizer.state_dict()
+    state = {}
+    for index, values in full["state"].items():
+        shape = stacked.params[index].shape
+        state[index] = {
+            name: StackedMLP.slot_tensor(v, k, weight=index % 2 == 0)
+            if torch.is_tensor(v) and v.shape == shape else (v.clone() if torch.is_tensor(v)
+                                                             else v)
+            for name, v in values.items()
+        }
+    groups = [{**group, "lr": lr} for group in full["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+class LrScale:
+    """Each slot's own learning rate, under one optimiser built with the largest, `lrs[reference]`.
+
+    Every torch optimiser aelab offers (Adam, SGD with momentum, RMSprop, Adadelta) moves a
+    parameter by lr times an update whose state does not depend on lr, so slot k's step is the
+    reference step times lrs[k] / lrs[reference]: `keep` the weights before the step, `apply`
+    the scale after it. Nothing happens when every slot has the reference lr.
+    """
+
+    def __init__(self, stacked: StackedMLP, lrs: list[float], reference: int) -> None:
+        self.params = list(stacked.params)
+        top = lrs[reference]
+        scale = [lr / top if top else 1.0 for lr in lrs]
+        self.scale = None if all(s == 1.0 for s in scale) else torch.tensor(
+            scale, device=self.params[0].device).view(-1, 1, 1)
+        self.before: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def keep(self) -> None:
+        if self.scale is not None:
+            self.before = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        if self.scale is None:
+            return
+        for p, old in zip(self.params, self.before):
+            p.sub_(old).mul_(self.scale).add_(old)
+
+
+class StackedGroup:
+    """Train the runs of `cfgs` (one group of the plan) together; `run()` returns their
+    metrics.json dicts, in order."""
+
+    def __init__(self, jobs: list[tuple[DictConfig, dict[str, str], list[str]]],
+                 swept: set[str] | None = None,
+                 hydra_cfgs: dict[str, DictConfig] | None = None) -> None:
+        self.jobs = jobs
+        self.swept = swept
+        self.hydra_cfgs = hydra_cfgs or {}
+        self.started = time.perf_counter()
+        self.slots: list[Slot] = []
+        self.fitting = False  # set once the run folders are written to
+
+    # ------------------------------------------------------------ set up
+
+    def _make_slot(self, cfg: DictConfig, choices: dict[str, str], overrides: list[str],
+                   data: Any) -> Slot:
+        check_keys(cfg)
+        check_config(cfg)
+        out_dir = Path(cfg.paths.output_dir)
+        if cfg.get("resume") is not True:
+            refuse_used_folder(out_dir)
+        L.seed_everything(cfg.seed, verbose=False)
+        parts = build(cfg)  # exactly a single run's objects, its initial weights included
+        if any(True for _ in parts.loss.parameters()):
+            raise ValueError(f"loss={parts.loss.name} has trainable parameters")
+        if data is not None:
+            parts.data = data  # one copy of the (identical) splits for the group
+        logger = instantiate(cfg.logger) if cfg.get("logger") else False
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+        trainer = SlotTrainer(parts.data, [logger] if logger else [],
+                              int(cfg.trainer.max_epochs))
+        return Slot(
+            cfg, choices, overrides, parts, logger, trainer,
+            FiniteGuard(divergence_causes(cfg, choices)),
+            next((c for c in callbacks if isinstance(c, Diagnostics)), None),
+            next((c for c in callbacks if isinstance(c, ReconstructionGrid)), None),
+            any(isinstance(c, LastCheckpoint) for c in callbacks),
+        )
+
+    # ------------------------------------------------------------ the run
+
+    def run(self) -> list[dict[str, Any]]:
+        quiet_lightning()
+        first = self.jobs[0][0]
+        if first.get("threads"):
+            torch.set_num_threads(int(first.threads))
+        device = training_device(first)
+        with ExitStack() as stack:
+            from aelab.reliability import RunFolderLock
+
+            for cfg, _, _ in self.jobs:
+                stack.enter_context(RunFolderLock(Path(cfg.paths.output_dir)))
+            data = None
+            for cfg, choices, overrides in self.jobs:
+                slot = self._make_slot(cfg, choices, overrides, data)
+                data = slot.parts.data
+                self.slots.append(slot)
+            stack.enter_context(restored_env(NVML_CHECK))
+            if device.type == "cpu":
+                os.environ[NVML_CHECK] = "0"  # as aelab.train: Adam's CUDA check stays cheap
+            try:
+                with stop_on_sigterm():
+                    self._fit(device)
+            except BaseException as exc:
+                if not self.fitting:
+                    raise
+                self._record_stop(exc)
+                raise
+        return [slot.result for slot in self.slots]
+
+    def _record_stop(self, exc: BaseException) -> None:
+        """metrics.json of every run still training when `exc` stopped the group: SIGINT
+        (KeyboardInterrupt) and SIGTERM (Interrupted) are "interrupted" (resumable from
+        last.ckpt), anything else "failed"."""
+        interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
+        for slot in self.slots:
+            if slot.result is not None:
+                continue
+            message = (
+                f"interrupted at epoch {slot.trainer.current_epoch}; "
+                f"{describe_checkpoint(slot.out_dir)}. Continue with the same command plus "
+                f"resume=true (the run then continues alone)."
+            ) if interrupted else exc
+            self._as_job(slot)
+            slot.result = _record(
+                slot.out_dir, slot.cfg, slot.choices, self.started,
+                "interrupted" if interrupted else "failed", error=message,
+                history=slot.history.history, overrides=slot.overrides,
+                logger=slot.logger, job=self._job(slot))
+
+    def _fit(self, device: torch.device) -> None:
+        slots, cfg = self.slots, self.slots[0].cfg
+        self.fitting = True
+        data = slots[0].parts.data
+        data.splits = {k: v.to(device) for k, v in data.splits.items()}
+        stacked = StackedMLP([s.parts.net for s in slots]).to(device)
+        for slot in slots:
+            slot.parts.module.to(device)
+        self.lrs = [float(slot.cfg.optimizer.lr) for slot in slots]
+        reference = max(range(len(slots)), key=lambda k: self.lrs[k])
+        optimizer = slots[reference].parts.module.optimizer_factory(stacked.parameters())
+        lr_scale = LrScale(stacked, self.lrs, reference)
+        epochs = int(cfg.trainer.max_epochs)
+        per_call = max(1, int(cfg.get("steps_per_call", 1)))
+        log_every = int(cfg.trainer.get("log_every_n_steps", 50))
+        epoch_box = [0]
+        batches = [
+            TensorBatches(data.splits["train"], data.batch_size, shuffle=True,
+                          sample=data.normalization.sample if data._stochastic else None,
+                          seed=s.cfg.seed, epoch=lambda: epoch_box[0])
+            for s in slots
+        ]
+        steps_per_epoch = len(batches[0])
+        calls_per_epoch = math.ceil(steps_per_epoch / per_call)
+        active = [True] * len(slots)
+        for slot in slots:
+            self._as_job(slot)
+            save_record(slot, str(slot.cfg.paths.output_dir) in self.hydra_cfgs)
+            remove_stale_events(slot.out_dir)
+            log.info("training stacked (%d runs) -> %s", len(slots), slot.out_dir)
+            if slot.diagnostics is not None:
+                slot.diagnostics.on_train_start(slot.trainer, slot.parts.module)
+        global_step = 0
+        for epoch in range(epochs):
+            epoch_box[0] = epoch
+            tic = time.perf_counter()
+            for slot in slots:
+                slot.trainer.current_epoch, slot.trainer.global_step = epoch, global_step
+                slot.guard.on_train_epoch_start(slot.trainer, slot.parts.module)
+            sums = torch.zeros(len(slots), device=device)
+            count = 0
+            pending: list[torch.Tensor] = []
+            pending_steps: list[int] = []
+            iterators = [iter(b) for b in batches]
+            for b in range(steps_per_epoch):
+                x = torch.stack([next(it) for it in iterators])  # (K, B, pixels)
+                objectives, losses = self._objectives(stacked, x, active)
+                if global_step % log_every == 0:
+                    self._log_step(losses, active, optimizer, global_step)
+                optimizer.zero_grad()
+                torch.stack([o for o, a in zip(objectives, active) if a]).sum().backward()
+                self._sample_gradients(stacked, active, global_step, before=True)
+                lr_scale.keep()
+                optimizer.step()
+                lr_scale.apply()
+                self._sample_gradients(stacked, active, global_step, before=False)
+                global_step += 1
+                sums += torch.stack(losses) * len(x[0])
+                count += len(x[0])
+                pending.append(torch.stack(objectives).detach())
+                pending_steps.append(global_step - 1)
+                if len(pending) == per_call or b == steps_per_epoch - 1:
+                    self._check_losses(stacked, optimizer, active, torch.stack(pending),
+                                       pending_steps, global_step)
+                    pending, pending_steps = [], []
+            for k in range(len(slots)):
+                if active[k]:
+                    active[k] = self._end_epoch(k, stacked, optimizer, sums[k] / count,
+                                                self.lrs[k],
+                                                global_step, calls_per_epoch)
+            done = [float(sums[k] / count) for k in range(len(slots)) if active[k]]
+            log.info("stacked epoch %d/%d: %d runs active, train/loss %s, %.1f s", epoch + 1,
+                     epochs, sum(active), " ".join(f"{v:.5f}" for v in done),
+                     time.perf_counter() - tic)
+            if not any(active):
+                break
+        for k in range(len(slots)):
+            if active[k]:
+                self._finish(k, stacked, global_step, epochs)
+
+    def _objectives(self, stacked: StackedMLP, x: torch.Tensor,
+                    active: list[bool]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each slot's objective (its single run's: the loss's reduction plus its own L2
+        penalty) and its detached per-pixel training loss; zeros for masked slots."""
+        logits = stacked(x)
+        recon = stacked.output_activation(logits)
+        objectives, losses = [], []
+        zero = x.new_zeros(())
+        for k, slot in enumerate(self.slots):
+            if not active[k]:
+                objectives.append(zero)
+                losses.append(zero)
+                continue
+            loss_fn = slot.parts.module.loss_fn
+            per_pixel = loss_fn.per_pixel(logits[k], recon[k], x[k])
+            objective = loss_fn.reduce(per_pixel)
+            l2 = slot.parts.module.l2_penalty
+            if l2:
+                objective = objective + l2 * sum(w[k].square().sum() for w in stacked.weights)
+            objectives.append(objective)
+            losses.append(per_pixel.detach().mean())
+        return objectives, losses
+
+    def _log_step(self, losses: list[torch.Tensor], active: list[bool],
+                  optimizer: torch.optim.Optimizer, step: int) -> None:
+        values = torch.stack(losses).tolist()  # one host sync for all slots
+        for k, slot in enumerate(self.slots):
+            if active[k] and slot.logger:
+                slot.logger.log_metrics({"train/loss_step": values[k], "train/lr": self.lrs[k]},
+                                        step=step)
+
+    def _sample_gradients(self, stacked: StackedMLP, active: list[bool], step: int,
+                          before: bool) -> None:
+        """Diagnostics' grads/* samples: the single run's hooks, on its net holding slot k's
+        weights (and gradients), at the steps it samples (one in `sample_every`)."""
+        for k, slot in enumerate(self.slots):
+            diag = slot.diagnostics
+            if not active[k] or diag is None:
+                continue
+            slot.trainer.global_step = step
+            net, module = slot.parts.net, slot.parts.module
+            if before and (step // diag.sample_every != diag._window or diag._stepped):
+                stacked.copy_slot_to(k, net, grads=True)
+                diag.on_before_optimizer_step(slot.trainer, module, None)
+            elif not before and diag._stepped:
+                stacked.copy_slot_to(k, net)
+                diag.on_train_batch_end(slot.trainer, module, None, None, 0)
+
+    def _check_losses(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
+                      active: list[bool], objectives: torch.Tensor, steps: list[int],
+                      global_step: int) -> None:
+        """FiniteGuard per slot over the last call's steps (one host sync for all slots)."""
+        finite = objectives.isfinite().all(0).tolist()
+        for k, slot in enumerate(self.slots):
+            if not active[k] or finite[k]:
+                continue
+            slot.trainer.global_step = global_step
+            try:
+                slot.guard.on_train_batch_end(slot.trainer, slot.parts.module,
+                                              {"objectives": objectives[:, k], "steps": steps},
+                                              None, 0)
+            except Diverged as exc:
+                self._diverged(k, exc)
+                stacked.zero_slot(k, optimizer)
+                active[k] = False
+
+    def _end_epoch(self, k: int, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
+                   train_loss: torch.Tensor, lr: float, global_step: int,
+                   calls: int) -> bool:
+        """Slot k's validation, epoch-end callbacks and checkpoint; False when it diverged."""
+        slot, module = self.slots[k], self.slots[k].parts.module
+        trainer = slot.trainer
+        trainer.global_step = global_step
+        stacked.copy_slot_to(k, slot.parts.net)
+        try:
+            slot.guard.on_validation_start(trainer, module)
+            val = module.evaluate(trainer.datamodule.val_dataloader(), "val")
+            trainer.callback_metrics = {"train/loss": train_loss, "train/lr": torch.tensor(lr),
+                                        **val}
+            if slot.logger:
+                values = {key: float(v) for key, v in val.items()}
+                epoch = float(trainer.current_epoch)
+                slot.logger.log_metrics({"train/loss": float(train_loss), "epoch": epoch},
+                                        step=global_step - 1)
+                slot.logger.log_metrics({**values, "epoch": epoch}, step=global_step - 1)
+            if slot.grid is not None:
+                slot.grid.on_validation_epoch_end(trainer, module)
+            if slot.diagnostics is not None:
+                slot.diagnostics.on_train_epoch_end(trainer, module)
+            slot.guard.on_train_epoch_end(trainer, module)
+        except Diverged as exc:
+            self._diverged(k, exc)
+            stacked.zero_slot(k, optimizer)
+            return False
+        slot.history.on_train_epoch_end(trainer, module)
+        if slot.checkpoint:
+            self._save_checkpoint(k, stacked, optimizer, trainer.current_epoch + 1, global_step,
+                                  calls)
+        return True
+
+    def _save_checkpoint(self, k: int, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
+                         epochs: int, global_step: int, calls: int) -> None:
+        """last.ckpt as LastCheckpoint writes it at an epoch's end (atomically)."""
+        from aelab.callbacks import RunRecord
+
+        slot = self.slots[k]
+        record = RunRecord(fingerprint(slot.cfg), slot.overrides)
+        callbacks = {slot.history.state_key: slot.history.state_dict(),
+                     record.state_key: record.state_dict()}
+        if slot.diagnostics is not None:
+            callbacks[slot.diagnostics.state_key] = slot.diagnostics.state_dict()
+        checkpoint = {
+            "epoch": epochs - 1,
+            "global_step": global_step,
+            "pytorch-lightning_version": L.__version__,
+            "state_dict": slot.parts.module.state_dict(),
+            "loops": {
+                "fit_loop": fit_loop_state(epochs, calls, global_step,
+                                           len(slot.trainer.datamodule.val_dataloader())),
+                "validate_loop": idle_loop_state(), "test_loop": idle_loop_state(),
+                "predict_loop": idle_loop_state(predict=True),
+            },
+            "callbacks": callbacks,
+            "optimizer_states": [slot_optimizer_state(stacked, optimizer, k, self.lrs[k])],
+            "lr_schedulers": [],
+        }
+        path = slot.out_dir / CHECKPOINT
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(checkpoint, tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+
+    def _as_job(self, slot: Slot) -> None:
+        """Make the slot's Hydra job config current (under the Hydra launcher), so that what
+        aelab.train writes from HydraConfig (`.hydra/`) is this run's."""
+        hydra_cfg = self.hydra_cfgs.get(str(slot.cfg.paths.output_dir))
+        if hydra_cfg is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            HydraConfig.instance().set_config(hydra_cfg)
+
+    def _job(self, slot: Slot) -> tuple[list[str], set[str]]:
+        """(overrides, swept keys) for the run's HParams session, as its Hydra job's."""
+        return slot.overrides, set(self.swept) if self.swept is not None else set()
+
+    def _diverged(self, k: int, exc: Diverged) -> None:
+        slot = self.slots[k]
+        message = f"{exc}\n{describe_checkpoint(slot.out_dir)}."
+        log.error("%s: %s", slot.out_dir, message)
+        summary = slot.diagnostics.summary(diverged=exc.what) if slot.diagnostics else {}
+        self._as_job(slot)
+        slot.result = _record(
+            slot.out_dir, slot.cfg, slot.choices, self.started, "diverged", error=message,
+            history=slot.history.history, overrides=slot.overrides, logger=slot.logger,
+            job=self._job(slot),
+            diverged_at={"epoch": exc.epoch, "step": exc.step, "global_step": exc.global_step},
+            **summary,
+        )
+
+    def _finish(self, k: int, stacked: StackedMLP, global_step: int, epochs: int) -> None:
+        """Slot k's test, metrics.json and HParams session, as aelab.train writes them."""
+        slot, module = self.slots[k], self.slots[k].parts.module
+        stacked.copy_slot_to(k, slot.parts.net)
+        trainer = slot.trainer
+        trainer.global_step = global_step
+        if slot.diagnostics is not None:
+            slot.diagnostics.on_train_end(trainer, module)
+        tested = module.evaluate(trainer.datamodule.test_dataloader(), "test")
+        test = {key.removeprefix("test/"): float(v) for key, v in tested.items()}
+        test |= {"step": float(global_step), "epoch": float(epochs)}
+        if slot.logger:
+            slot.logger.log_metrics({f"test/{key}": v for key, v in test.items()
+                                     if key not in ("step", "epoch")} | {"epoch": float(epochs)},
+                                    step=global_step)
+        history = slot.history.history
+        result = {
+            "status": "completed",
+            "epochs": epochs,
+            "wall_time_s": round(time.perf_counter() - self.started, 3),
+            "seed": slot.cfg.seed,
+            "choices": slot.choices,
+            "overrides": slot.overrides,
+            "val": {key.removeprefix("val/"): v[-1] for key, v in history.items()
+                    if key.startswith("val/")},
+            "test": test,
+            "history": history,
+            "checkpoint": "last.ckpt" if (slot.out_dir / CHECKPOINT).is_file() else None,
+            "stacked": {"runs": len(self.slots), "slot": k},
+        }
+        if slot.diagnostics is not None:
+            result |= slot.diagnostics.summary()
+        write_json(slot.out_dir / "metrics.json", result)
+        log_session(slot.logger, slot.cfg, slot.choices, result, self._job(slot))
+        log.info("test mse %.5f  test bce %.5f  (%d epochs, stacked) -> %s", test["mse"],
+                 test["bce"], epochs, slot.out_dir)
+        slot.result = result
+
+
+def save_record(slot: Slot, launched: bool = False) -> None:
+    """`.hydra/` in the run folder, as a single run's: Hydra's own record when Hydra launched
+    the sweep (`launched`: its job config is current), else `config.yaml` and
+    `overrides.yaml`."""
+    from omegaconf import OmegaConf
+
+    from aelab.train import save_hydra_record
+
+    if launched:
+        save_hydra_record(slot.out_dir, slot.cfg)
+        return
+    folder = slot.out_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(slot.cfg), encoding="utf-8")
+    (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(list(slot.overrides)),
+                                           encoding="utf-8")
+
+
+def train_group(jobs: list[tuple[DictConfig, dict[str, str], list[str]]],
+                swept: set[str] | None = None,
+                hydra_cfgs: dict[str, DictConfig] | None = None) -> list[dict[str, Any]]:
+    """Train `jobs` ((config, choices, overrides) of stackable runs) as one stacked model;
+    `swept`: the keys the sweep varies (marked in HParams); `hydra_cfgs`: run folder -> its
+    Hydra job config, when Hydra launched the sweep (hydra/launcher=stacked)."""
+    return StackedGroup(jobs, swept, hydra_cfgs).run()

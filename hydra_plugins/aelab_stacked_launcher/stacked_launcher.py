@@ -1,0 +1,107 @@
+"""`python -m aelab -m ... hydra/launcher=stacked hydra.launcher.stack=8`: the sweep's jobs,
+composed by Hydra, trained as aelab.stacked trains them (stackable runs in groups of at most
+`stack`, one process; the others one after another). Each job's folder, `.hydra/` and
+metrics.json are as under the basic launcher; aelab's SweepOutcome callback then counts them.
+A refused input (stack < 1, no run that can be stacked) prints `aelab: error:` and exits 2.
+"""
+
+import copy
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger("aelab")
+
+
+@dataclass
+class StackedLauncherConf:
+    _target_: str = "hydra_plugins.aelab_stacked_launcher.stacked_launcher.StackedLauncher"
+    stack: int = 8  # the most runs one stacked model trains
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf,
+                             provider="aelab")
+
+
+class StackedLauncher(Launcher):
+    def __init__(self, stack: Any = 8) -> None:
+        self.stack = stack
+        # Optional, not "X | None": Hydra's plugin scan imports this module in a way that
+        # breaks `from __future__ import annotations` on the dataclass above
+        self.config: Optional[DictConfig] = None  # noqa: UP045
+        self.hydra_context: Optional[HydraContext] = None  # noqa: UP045
+        self.task_function: Optional[TaskFunction] = None  # noqa: UP045
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def _job_config(self, overrides: Sequence[str], num: int) -> DictConfig:
+        """The job's config with its hydra.runtime.output_dir, as Hydra's run_job sets it."""
+        assert self.hydra_context is not None and self.config is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(config):
+            config.hydra.job.id = num
+            config.hydra.job.num = num
+        HydraConfig.instance().set_config(config)
+        out_dir = os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = os.path.abspath(out_dir)
+        return config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        from aelab.errors import AelabError
+        from aelab.loggers import swept_keys
+        from aelab.reliability import read_metrics
+        from aelab.stacked import Sweep, train_sweep
+
+        setup_globals()
+        assert self.config is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        jobs, hydra_cfgs, configs = [], {}, []
+        for i, overrides in enumerate(job_overrides):
+            config = self._job_config(overrides, initial_job_idx + i)
+            task_cfg = copy.deepcopy(config)
+            with read_write(task_cfg), open_dict(task_cfg):
+                del task_cfg["hydra"]
+                task_cfg.paths.output_dir = str(config.hydra.runtime.output_dir)
+            out_dir = str(task_cfg.paths.output_dir)
+            hydra_cfgs[out_dir] = config
+            configs.append(config)
+            jobs.append((task_cfg, dict(config.hydra.runtime.choices),
+                         list(config.hydra.overrides.task)))
+        swept = swept_keys() if configs else set()
+        if swept is None:  # multirun.yaml unreadable: the keys whose values differ
+            lines = [set(o for o in job) for job in job_overrides]
+            swept = {o.partition("=")[0].lstrip("+") for o in set().union(*lines)
+                     if not all(o in line for line in lines)}
+        try:
+            train_sweep(Sweep(sweep_dir, jobs, swept), self.stack, hydra_cfgs)
+        except AelabError as exc:
+            print(f"aelab: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
+        returns = []
+        for (task_cfg, _, overrides), config in zip(jobs, configs):
+            ret = JobReturn()
+            ret.cfg, ret.hydra_cfg, ret.overrides = task_cfg, config, overrides
+            ret.working_dir, ret.task_name = os.getcwd(), str(config.hydra.job.name)
+            result = read_metrics(Path(task_cfg.paths.output_dir)) or {}
+            ret.return_value = (result.get("test") or {}).get("mse")
+            ret.status = JobStatus.COMPLETED
+            returns.append(ret)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return returns
