@@ -139,6 +139,16 @@ class Diagnostics(L.Callback):
         self._window = -1  # trainer.global_step // sample_every at the last sample
         self._stepped = False
 
+    def samples_before_step(self, global_step: int) -> bool:
+        """Whether `on_before_optimizer_step` at `global_step` reads anything: the first step
+        of a sampling window (its gradients) or the step after a sampled one (its update)."""
+        return global_step // self.sample_every != self._window or self._stepped
+
+    @property
+    def measures_update(self) -> bool:
+        """A sampled step whose realised update the next hook measures."""
+        return self._stepped
+
     @staticmethod
     def _weights(pl_module: L.LightningModule) -> list[torch.Tensor]:
         """Each weight layer's weights as (units, fan-in) rows (conv kernels flattened)."""

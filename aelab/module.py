@@ -345,6 +345,10 @@ class Autoencoder(L.LightningModule):
         for i, batch in enumerate(batches):
             self._evaluate(batch, i, stage)
         self.train(was_training)
+        return self.evaluated()
+
+    def evaluated(self) -> dict[str, torch.Tensor]:
+        """The `{stage}/...` means of the batches evaluated since the stage's first batch."""
         return self._eval_means.means()
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

@@ -3,21 +3,21 @@ folder as if it had run alone.
 
 Each run ("slot") is built exactly as `aelab.train` builds it (`L.seed_everything(seed)`,
 then `build(cfg)`), so its initial weights, its loss, its normalisation and its batch order
-(a `TensorBatches` seeded by its seed) are the single run's. The StackedMLP takes every
-training step of all slots at once (one optimiser over the stacked parameters: Adam, SGD
-and RMSprop act element by element, so it is K optimisers). Everything else goes through
-the single run's own objects, fed slot k's weights: the module's `evaluate` (validation,
-test), the Diagnostics and ReconstructionGrid callbacks and the FiniteGuard (given a
-`SlotTrainer`, the few Trainer attributes they read), the run's logger, `last.ckpt` (a
-Lightning checkpoint a single `resume=true` run continues), metrics.json and its HParams
-session. A slot whose loss or weights become non-finite is recorded `diverged` and masked
-(its weights and optimiser state zeroed, its loss left out); the others go on.
+(a `TensorBatches` seeded by its seed) are the single run's. One Lightning Trainer fits the
+group (aelab.stacked_loop.StackedModule): the StackedMLP takes every training step of all
+slots at once (one optimiser over the stacked parameters: Adam, SGD and RMSprop act element
+by element, so it is K optimisers), and the Trainer's checkpoint becomes each run's
+`last.ckpt` (SlotCheckpoints), which a single `resume=true` run continues. Everything else
+goes through the single run's own objects, fed slot k's weights: the module's validation and
+test, the Diagnostics and ReconstructionGrid callbacks and the FiniteGuard (given a
+`SlotTrainer`, the few Trainer attributes they read), the run's logger, metrics.json and its
+HParams session. A slot whose loss or weights become non-finite is recorded `diverged` and
+masked (its weights and optimiser state zeroed, its loss left out); the others go on.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import time
@@ -42,7 +42,7 @@ from aelab.callbacks import (
     fsync_file,
 )
 from aelab.checks import check_config
-from aelab.data import TensorBatches
+from aelab.data import StepChunks, TensorBatches
 from aelab.diagnostics_callback import Diagnostics
 from aelab.errors import Diverged
 from aelab.keys import check_keys
@@ -54,6 +54,7 @@ from aelab.reliability import (
     refuse_used_folder,
     remove_stale_events,
 )
+from aelab.stacked_loop import SlotCheckpoints, StackedBatches, StackedModule
 from aelab.stacked_net import StackedMLP
 from aelab.train import NVML_CHECK, _record, log_session, quiet_lightning, restored_env, write_json
 
@@ -126,51 +127,10 @@ def training_device(cfg: DictConfig) -> torch.device:
     return torch.device("cpu")
 
 
-PROCESSED = ("ready", "completed", "started", "processed")
-
-
-def _progress(total: int, current: int, keys: tuple[str, ...] = PROCESSED) -> dict[str, Any]:
-    return {"total": dict.fromkeys(keys, total), "current": dict.fromkeys(keys, current)}
-
-
-def _batches(total: int, current: int, last: bool = True) -> dict[str, Any]:
-    return {**_progress(total, current), "is_last_batch": last}
-
-
-def fit_loop_state(epochs: int, calls: int, steps: int, val_batches: int) -> dict[str, Any]:
-    """Lightning's fit-loop state after `epochs` epochs of `calls` training calls each
-    (`steps` optimiser steps in all), as LastCheckpoint saves it at an epoch's end (the layout
-    of Lightning 2.x; tests/test_stacked.py resumes a single run from it)."""
-    stepped = ("ready", "completed")
-    epoch_progress = _progress(epochs, epochs)
-    epoch_progress["total"]["completed"] = epoch_progress["current"]["completed"] = epochs - 1
-    return {
-        "state_dict": {},
-        "epoch_loop.state_dict": {"_batches_that_stepped": calls * epochs},
-        "epoch_loop.batch_progress": _batches(calls * epochs, calls),
-        "epoch_loop.scheduler_progress": _progress(0, 0, stepped),
-        "epoch_loop.automatic_optimization.state_dict": {},
-        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {
-            "step": _progress(0, 0, stepped),
-            "zero_grad": _progress(0, 0, ("ready", "completed", "started"))}},
-        "epoch_loop.manual_optimization.state_dict": {},
-        "epoch_loop.manual_optimization.optim_step_progress": _progress(steps, steps, stepped),
-        "epoch_loop.val_loop.state_dict": {},
-        "epoch_loop.val_loop.batch_progress": _batches(val_batches, val_batches),
-        "epoch_progress": epoch_progress,
-    }
-
-
-def idle_loop_state(predict: bool = False) -> dict[str, Any]:
-    """The state of a validate/test/predict loop that has not run."""
-    progress = _progress(0, 0) if predict else _batches(0, 0, last=False)
-    return {"state_dict": {}, "batch_progress": progress}
-
-
-def slot_optimizer_state(stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                         k: int, lr: float) -> dict[str, Any]:
-    """The optimiser state_dict that slot k's single run would hold (its own slices, its lr)."""
-    full = optimizer.state_dict()
+def slot_optimizer_state(stacked: StackedMLP, full: dict[str, Any], k: int,
+                         lr: float) -> dict[str, Any]:
+    """The optimiser state_dict that slot k's single run would hold (its own slices, its lr),
+    from the stacked optimiser's state_dict `full`."""
     state = {}
     for index, values in full["state"].items():
         shape = stacked.params[index].shape
@@ -182,36 +142,6 @@ def slot_optimizer_state(stacked: StackedMLP, optimizer: torch.optim.Optimizer,
         }
     groups = [{**group, "lr": lr} for group in full["param_groups"]]
     return {"state": state, "param_groups": groups}
-
-
-class LrScale:
-    """Each slot's own learning rate, under one optimiser built with the largest, `lrs[reference]`.
-
-    Every torch optimiser aelab offers (Adam, SGD with momentum, RMSprop, Adadelta) moves a
-    parameter by lr times an update whose state does not depend on lr, so slot k's step is the
-    reference step times lrs[k] / lrs[reference]: `keep` the weights before the step, `apply`
-    the scale after it. Nothing happens when every slot has the reference lr.
-    """
-
-    def __init__(self, stacked: StackedMLP, lrs: list[float], reference: int) -> None:
-        self.params = list(stacked.params)
-        top = lrs[reference]
-        scale = [lr / top if top else 1.0 for lr in lrs]
-        self.scale = None if all(s == 1.0 for s in scale) else torch.tensor(
-            scale, device=self.params[0].device).view(-1, 1, 1)
-        self.before: list[torch.Tensor] = []
-
-    @torch.no_grad()
-    def keep(self) -> None:
-        if self.scale is not None:
-            self.before = [p.detach().clone() for p in self.params]
-
-    @torch.no_grad()
-    def apply(self) -> None:
-        if self.scale is None:
-            return
-        for p, old in zip(self.params, self.before):
-            p.sub_(old).mul_(self.scale).add_(old)
 
 
 class StackedGroup:
@@ -282,8 +212,10 @@ class StackedGroup:
             except BaseException as exc:
                 if not self.fitting:
                     raise
+                if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
+                    exc = exc.__context__  # Lightning turns Ctrl+C into sys.exit(1)
                 self._record_stop(exc)
-                raise
+                raise exc from None
         return [slot.result for slot in self.slots]
 
     def _record_stop(self, exc: BaseException) -> None:
@@ -307,30 +239,35 @@ class StackedGroup:
                 logger=slot.logger, job=self._job(slot))
 
     def _fit(self, device: torch.device) -> None:
+        """Train the group with one Lightning Trainer (aelab.stacked_loop.StackedModule)."""
         slots, cfg = self.slots, self.slots[0].cfg
         self.fitting = True
         data = slots[0].parts.data
         data.splits = {k: v.to(device) for k, v in data.splits.items()}
-        stacked = StackedMLP([s.parts.net for s in slots]).to(device)
-        for slot in slots:
-            slot.parts.module.to(device)
+        stacked = StackedMLP([s.parts.net for s in slots])
         self.lrs = [float(slot.cfg.optimizer.lr) for slot in slots]
         reference = max(range(len(slots)), key=lambda k: self.lrs[k])
-        optimizer = slots[reference].parts.module.optimizer_factory(stacked.parameters())
-        lr_scale = LrScale(stacked, self.lrs, reference)
-        epochs = int(cfg.trainer.max_epochs)
+        self.module = module = StackedModule(self, stacked, reference)
         per_call = max(1, int(cfg.get("steps_per_call", 1)))
-        log_every = int(cfg.trainer.get("log_every_n_steps", 50))
-        epoch_box = [0]
-        batches = [
+        batches = StackedBatches([
             TensorBatches(data.splits["train"], data.batch_size, shuffle=True,
                           sample=data.normalization.sample if data._stochastic else None,
-                          seed=s.cfg.seed, epoch=lambda: epoch_box[0])
+                          seed=s.cfg.seed, epoch=lambda: module.current_epoch)
             for s in slots
-        ]
-        steps_per_epoch = len(batches[0])
-        calls_per_epoch = math.ceil(steps_per_epoch / per_call)
-        active = [True] * len(slots)
+        ])
+        trainer = L.Trainer(
+            max_epochs=int(cfg.trainer.max_epochs),
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=1,
+            logger=False,  # each run logs to its own logger
+            enable_checkpointing=False,  # SlotCheckpoints writes each run's last.ckpt
+            enable_model_summary=False,
+            enable_progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)),
+            num_sanity_val_steps=0,
+            inference_mode=False,  # validation copies each slot's weights into its net
+            plugins=[SlotCheckpoints(self)],
+            default_root_dir=str(slots[0].out_dir),
+        )
         for slot in slots:
             self._as_job(slot)
             save_record(slot, str(slot.cfg.paths.output_dir) in self.hydra_cfgs)
@@ -338,56 +275,22 @@ class StackedGroup:
             log.info("training stacked (%d runs) -> %s", len(slots), slot.out_dir)
             if slot.diagnostics is not None:
                 slot.diagnostics.on_train_start(slot.trainer, slot.parts.module)
-        global_step = 0
-        for epoch in range(epochs):
-            epoch_box[0] = epoch
-            tic = time.perf_counter()
-            for slot in slots:
-                slot.trainer.current_epoch, slot.trainer.global_step = epoch, global_step
-                slot.guard.on_train_epoch_start(slot.trainer, slot.parts.module)
-            sums = torch.zeros(len(slots), device=device)
-            count = 0
-            pending: list[torch.Tensor] = []
-            pending_steps: list[int] = []
-            iterators = [iter(b) for b in batches]
-            for b in range(steps_per_epoch):
-                x = torch.stack([next(it) for it in iterators])  # (K, B, pixels)
-                objectives, losses = self._objectives(stacked, x, active)
-                if global_step % log_every == 0:
-                    self._log_step(losses, active, optimizer, global_step)
-                optimizer.zero_grad()
-                torch.stack([o for o, a in zip(objectives, active) if a]).sum().backward()
-                self._sample_gradients(stacked, active, global_step, before=True)
-                lr_scale.keep()
-                optimizer.step()
-                lr_scale.apply()
-                self._sample_gradients(stacked, active, global_step, before=False)
-                global_step += 1
-                sums += torch.stack(losses) * len(x[0])
-                count += len(x[0])
-                pending.append(torch.stack(objectives).detach())
-                pending_steps.append(global_step - 1)
-                if len(pending) == per_call or b == steps_per_epoch - 1:
-                    self._check_losses(stacked, optimizer, active, torch.stack(pending),
-                                       pending_steps, global_step)
-                    pending, pending_steps = [], []
-            for k in range(len(slots)):
-                if active[k]:
-                    active[k] = self._end_epoch(k, stacked, optimizer, sums[k] / count,
-                                                self.lrs[k],
-                                                global_step, calls_per_epoch)
-            done = [float(sums[k] / count) for k in range(len(slots)) if active[k]]
-            log.info("stacked epoch %d/%d: %d runs active, train/loss %s, %.1f s", epoch + 1,
-                     epochs, sum(active), " ".join(f"{v:.5f}" for v in done),
-                     time.perf_counter() - tic)
-            if not any(active):
-                break
+        trainer.fit(module, train_dataloaders=StepChunks(batches, per_call),
+                    val_dataloaders=data.val_dataloader())
+        epochs = trainer.current_epoch
         for k in range(len(slots)):
-            if active[k]:
-                self._finish(k, stacked, global_step, epochs)
+            if module.active[k]:
+                self._finish(k, stacked, trainer.global_step, epochs)
 
-    def _objectives(self, stacked: StackedMLP, x: torch.Tensor,
-                    active: list[bool]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    # ------------------------------------------------------------ StackedModule's hooks
+
+    def start_epoch(self, epoch: int, global_step: int) -> None:
+        for slot in self.slots:
+            slot.trainer.current_epoch, slot.trainer.global_step = epoch, global_step
+            slot.guard.on_train_epoch_start(slot.trainer, slot.parts.module)
+
+    def objectives(self, stacked: StackedMLP, x: torch.Tensor,
+                   active: list[bool]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Each slot's objective (its single run's: the loss's reduction plus its own L2
         penalty) and its detached per-pixel training loss; zeros for masked slots."""
         logits = stacked(x)
@@ -409,16 +312,15 @@ class StackedGroup:
             losses.append(per_pixel.detach().mean())
         return objectives, losses
 
-    def _log_step(self, losses: list[torch.Tensor], active: list[bool],
-                  optimizer: torch.optim.Optimizer, step: int) -> None:
+    def log_step(self, losses: list[torch.Tensor], active: list[bool], step: int) -> None:
         values = torch.stack(losses).tolist()  # one host sync for all slots
         for k, slot in enumerate(self.slots):
             if active[k] and slot.logger:
                 slot.logger.log_metrics({"train/loss_step": values[k], "train/lr": self.lrs[k]},
                                         step=step)
 
-    def _sample_gradients(self, stacked: StackedMLP, active: list[bool], step: int,
-                          before: bool) -> None:
+    def sample_gradients(self, stacked: StackedMLP, active: list[bool], step: int,
+                         before: bool) -> None:
         """Diagnostics' grads/* samples: the single run's hooks, on its net holding slot k's
         weights (and gradients), at the steps it samples (one in `sample_every`)."""
         for k, slot in enumerate(self.slots):
@@ -427,16 +329,16 @@ class StackedGroup:
                 continue
             slot.trainer.global_step = step
             net, module = slot.parts.net, slot.parts.module
-            if before and (step // diag.sample_every != diag._window or diag._stepped):
+            if before and diag.samples_before_step(step):
                 stacked.copy_slot_to(k, net, grads=True)
                 diag.on_before_optimizer_step(slot.trainer, module, None)
-            elif not before and diag._stepped:
+            elif not before and diag.measures_update:
                 stacked.copy_slot_to(k, net)
                 diag.on_train_batch_end(slot.trainer, module, None, None, 0)
 
-    def _check_losses(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                      active: list[bool], objectives: torch.Tensor, steps: list[int],
-                      global_step: int) -> None:
+    def check_losses(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
+                     active: list[bool], objectives: torch.Tensor, steps: list[int],
+                     global_step: int) -> None:
         """FiniteGuard per slot over the last call's steps (one host sync for all slots)."""
         finite = objectives.isfinite().all(0).tolist()
         for k, slot in enumerate(self.slots):
@@ -452,72 +354,91 @@ class StackedGroup:
                 stacked.zero_slot(k, optimizer)
                 active[k] = False
 
-    def _end_epoch(self, k: int, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                   train_loss: torch.Tensor, lr: float, global_step: int,
-                   calls: int) -> bool:
-        """Slot k's validation, epoch-end callbacks and checkpoint; False when it diverged."""
-        slot, module = self.slots[k], self.slots[k].parts.module
-        trainer = slot.trainer
-        trainer.global_step = global_step
-        stacked.copy_slot_to(k, slot.parts.net)
-        try:
-            slot.guard.on_validation_start(trainer, module)
-            val = module.evaluate(trainer.datamodule.val_dataloader(), "val")
-            trainer.callback_metrics = {"train/loss": train_loss, "train/lr": torch.tensor(lr),
-                                        **val}
+    def start_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
+                         active: list[bool]) -> None:
+        """Each active slot's weights into its net, its module in eval mode."""
+        for k, slot in enumerate(self.slots):
+            if not active[k]:
+                continue
+            stacked.copy_slot_to(k, slot.parts.net)
+            slot.parts.module.eval()
+            try:
+                slot.guard.on_validation_start(slot.trainer, slot.parts.module)
+            except Diverged as exc:
+                self._mask(k, exc, stacked, optimizer, active)
+
+    def end_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
+                       active: list[bool], train_losses: torch.Tensor, global_step: int) -> None:
+        """Each active slot's validation means, logged as its single run logs them."""
+        train = train_losses.tolist()
+        for k, slot in enumerate(self.slots):
+            if not active[k]:
+                continue
+            module, trainer = slot.parts.module, slot.trainer
+            module.train()
+            trainer.global_step = global_step
+            val = module.evaluated()
+            trainer.callback_metrics = {"train/loss": torch.tensor(train[k]),
+                                        "train/lr": torch.tensor(self.lrs[k]), **val}
             if slot.logger:
-                values = {key: float(v) for key, v in val.items()}
                 epoch = float(trainer.current_epoch)
-                slot.logger.log_metrics({"train/loss": float(train_loss), "epoch": epoch},
+                slot.logger.log_metrics({"train/loss": train[k], "epoch": epoch},
                                         step=global_step - 1)
-                slot.logger.log_metrics({**values, "epoch": epoch}, step=global_step - 1)
+                slot.logger.log_metrics({**{key: float(v) for key, v in val.items()},
+                                         "epoch": epoch}, step=global_step - 1)
             if slot.grid is not None:
                 slot.grid.on_validation_epoch_end(trainer, module)
-            if slot.diagnostics is not None:
-                slot.diagnostics.on_train_epoch_end(trainer, module)
-            slot.guard.on_train_epoch_end(trainer, module)
-        except Diverged as exc:
-            self._diverged(k, exc)
-            stacked.zero_slot(k, optimizer)
-            return False
-        slot.history.on_train_epoch_end(trainer, module)
-        if slot.checkpoint:
-            self._save_checkpoint(k, stacked, optimizer, trainer.current_epoch + 1, global_step,
-                                  calls)
-        return True
 
-    def _save_checkpoint(self, k: int, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                         epochs: int, global_step: int, calls: int) -> None:
-        """last.ckpt as LastCheckpoint writes it at an epoch's end (atomically)."""
+    def end_epoch(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
+                  active: list[bool]) -> None:
+        """Each active slot's epoch-end callbacks (diagnostics, divergence check, history)."""
+        for k, slot in enumerate(self.slots):
+            if not active[k]:
+                continue
+            trainer, module = slot.trainer, slot.parts.module
+            try:
+                if slot.diagnostics is not None:
+                    slot.diagnostics.on_train_epoch_end(trainer, module)
+                slot.guard.on_train_epoch_end(trainer, module)
+            except Diverged as exc:
+                self._mask(k, exc, stacked, optimizer, active)
+                continue
+            slot.history.on_train_epoch_end(trainer, module)
+
+    def _mask(self, k: int, exc: Diverged, stacked: StackedMLP,
+              optimizer: torch.optim.Optimizer, active: list[bool]) -> None:
+        self._diverged(k, exc)
+        stacked.zero_slot(k, optimizer)
+        active[k] = False
+
+    def save_checkpoints(self, checkpoint: dict[str, Any]) -> None:
+        """Each active checkpointing run's last.ckpt (atomically): the group Trainer's
+        `checkpoint` (Lightning's loop state, epoch, global step) with the run's own weights,
+        optimiser state and callback states."""
         from aelab.callbacks import RunRecord
 
-        slot = self.slots[k]
-        record = RunRecord(fingerprint(slot.cfg), slot.overrides)
-        callbacks = {slot.history.state_key: slot.history.state_dict(),
-                     record.state_key: record.state_dict()}
-        if slot.diagnostics is not None:
-            callbacks[slot.diagnostics.state_key] = slot.diagnostics.state_dict()
-        checkpoint = {
-            "epoch": epochs - 1,
-            "global_step": global_step,
-            "pytorch-lightning_version": L.__version__,
-            "state_dict": slot.parts.module.state_dict(),
-            "loops": {
-                "fit_loop": fit_loop_state(epochs, calls, global_step,
-                                           len(slot.trainer.datamodule.val_dataloader())),
-                "validate_loop": idle_loop_state(), "test_loop": idle_loop_state(),
-                "predict_loop": idle_loop_state(predict=True),
-            },
-            "callbacks": callbacks,
-            "optimizer_states": [slot_optimizer_state(stacked, optimizer, k, self.lrs[k])],
-            "lr_schedulers": [],
-        }
-        path = slot.out_dir / CHECKPOINT
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(checkpoint, tmp)
-        fsync_file(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        module = self.module
+        for k, slot in enumerate(self.slots):
+            if not (slot.checkpoint and module.active[k]):
+                continue
+            record = RunRecord(fingerprint(slot.cfg), slot.overrides)
+            callbacks = {slot.history.state_key: slot.history.state_dict(),
+                         record.state_key: record.state_dict()}
+            if slot.diagnostics is not None:
+                callbacks[slot.diagnostics.state_key] = slot.diagnostics.state_dict()
+            module.stacked.copy_slot_to(k, slot.parts.net)
+            optimizer_state = slot_optimizer_state(module.stacked,
+                                                   checkpoint["optimizer_states"][0], k,
+                                                   self.lrs[k])
+            mine = {**checkpoint, "state_dict": slot.parts.module.state_dict(),
+                    "callbacks": callbacks, "optimizer_states": [optimizer_state],
+                    "lr_schedulers": []}
+            path = slot.out_dir / CHECKPOINT
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save(mine, tmp)
+            fsync_file(tmp)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
 
     def _as_job(self, slot: Slot) -> None:
         """Make the slot's Hydra job config current (under the Hydra launcher), so that what
