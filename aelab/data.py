@@ -237,14 +237,15 @@ class ImageData(L.LightningDataModule):
             self.splits["train"],
             self.batch_size,
             shuffle=True,
-            sample=self.normalization.sample if self._stochastic else None,
+            sample=self.normalization.sample if self.stochastic else None,
             seed=self.seed,
             epoch=self._epoch,
         )
         return StepChunks(batches, self.steps_per_call)
 
     @property
-    def _stochastic(self) -> bool:
+    def stochastic(self) -> bool:
+        """Whether the normalisation transforms each training batch afresh (`sample`)."""
         return type(self.normalization).sample is not Normalization.sample
 
     def val_dataloader(self) -> TensorBatches:

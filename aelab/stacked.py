@@ -145,8 +145,9 @@ def train_sweep(sweep: Sweep, stack: int,
             f"model=mlp or seed, or run the sweep unstacked (python -m aelab -m ..., the "
             f"basic launcher)."
         )
-    names = [str(Path(cfg.paths.output_dir).relative_to(sweep.dir)) if sweep.dir in
-             Path(cfg.paths.output_dir).parents else cfg.paths.output_dir
+    root = Path(sweep.dir).resolve()
+    names = [str(Path(cfg.paths.output_dir).resolve().relative_to(root)) if root in
+             Path(cfg.paths.output_dir).resolve().parents else cfg.paths.output_dir
              for cfg, _, _ in todo]
     text = describe_plan(plan, names, stack)
     if resumed:

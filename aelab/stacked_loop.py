@@ -137,9 +137,12 @@ class StackedModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.group.start_validation(self.stacked, self.trainer.optimizers[0], self.active)
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def validation_step(self, batch: torch.Tensor, batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        """The batch of validation set `dataloader_idx` (one per normalisation in the group)
+        through the single-run module of every active slot that validates on it."""
         for k, slot in enumerate(self.group.slots):
-            if self.active[k]:
+            if self.active[k] and self.group.data_index[k] == dataloader_idx:
                 slot.parts.module.validation_step(batch, batch_idx)
 
     def on_validation_epoch_end(self) -> None:

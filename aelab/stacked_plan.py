@@ -1,10 +1,11 @@
 """Which runs of a sweep can be trained as one stacked model, in groups of at most `stack`.
 
 Runs share a group when their configs are equal but for STACK_FREE_KEYS (seed, loss, init,
-l2_penalty, optimizer.lr and the run folder): the same MLP shape, activation, output
-activation, data, normalisation, batch size, epochs, optimiser (class and every setting but
+l2_penalty, optimizer.lr, normalisation and the run folder): the same MLP shape, activation,
+resolved output activation, data, batch size, epochs, optimiser (class and every setting but
 lr: one optimiser steps the whole stack, aelab.stacked_train.LrScale gives each slot its lr)
-and trainer. A run that cannot be stacked at all
+and trainer. Each normalisation in a group is a data set of its own (loaded once, shared by
+its slots). A run that cannot be stacked at all
 (`why_not_stackable`) runs alone, as `python -m aelab` runs it. No torch is imported here.
 """
 
@@ -20,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.errors import ConfigError
 
 MLP_PARTS = {"encoder": "aelab.nets.MLPEncoder", "decoder": "aelab.nets.MLPDecoder"}
-STACK_FREE_KEYS = ("seed", "loss", "init", "l2_penalty", "paths", "resume", "optimizer.lr")
+STACK_FREE_KEYS = ("seed", "loss", "init", "l2_penalty", "paths", "resume", "optimizer.lr",
+                   "normalization", "allow_out_of_range_targets")
 LOSSES_WITH_PARAMETERS = ("aelab.losses.GaussianNLL",)
 # the callbacks a stacked group runs per slot (the progress bar: one line per group epoch)
 CALLBACKS = ("aelab.callbacks.ReconstructionGrid", "aelab.callbacks.LastCheckpoint",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -30,7 +31,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from aelab.build import Parts, build, instantiate
 from aelab.callbacks import (
@@ -38,6 +39,7 @@ from aelab.callbacks import (
     LastCheckpoint,
     MetricHistory,
     ReconstructionGrid,
+    StepProgressBar,
     fsync_dir,
     fsync_file,
 )
@@ -198,10 +200,11 @@ class StackedGroup:
 
             for cfg, _, _ in self.jobs:
                 stack.enter_context(RunFolderLock(Path(cfg.paths.output_dir)))
-            data = None
+            datas: dict[str, Any] = {}  # one loaded data set per normalisation
             for cfg, choices, overrides in self.jobs:
-                slot = self._make_slot(cfg, choices, overrides, data)
-                data = slot.parts.data
+                key = OmegaConf.to_yaml(cfg.normalization)
+                slot = self._make_slot(cfg, choices, overrides, datas.get(key))
+                datas.setdefault(key, slot.parts.data)
                 self.slots.append(slot)
             stack.enter_context(restored_env(NVML_CHECK))
             if device.type == "cpu":
@@ -242,19 +245,23 @@ class StackedGroup:
         """Train the group with one Lightning Trainer (aelab.stacked_loop.StackedModule)."""
         slots, cfg = self.slots, self.slots[0].cfg
         self.fitting = True
-        data = slots[0].parts.data
-        data.splits = {k: v.to(device) for k, v in data.splits.items()}
+        datas = list({id(s.parts.data): s.parts.data for s in slots}.values())
+        for data in datas:
+            data.splits = {k: v.to(device) for k, v in data.splits.items()}
+        self.data_index = [next(i for i, d in enumerate(datas) if d is s.parts.data)
+                           for s in slots]  # slot k validates on val_dataloaders[index]
         stacked = StackedMLP([s.parts.net for s in slots])
         self.lrs = [float(slot.cfg.optimizer.lr) for slot in slots]
         reference = max(range(len(slots)), key=lambda k: self.lrs[k])
         self.module = module = StackedModule(self, stacked, reference)
         per_call = max(1, int(cfg.get("steps_per_call", 1)))
         batches = StackedBatches([
-            TensorBatches(data.splits["train"], data.batch_size, shuffle=True,
-                          sample=data.normalization.sample if data._stochastic else None,
+            TensorBatches(d.splits["train"], d.batch_size, shuffle=True,
+                          sample=d.normalization.sample if d.stochastic else None,
                           seed=s.cfg.seed, epoch=lambda: module.current_epoch)
-            for s in slots
+            for s, d in ((s, s.parts.data) for s in slots)
         ])
+        progress = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
         trainer = L.Trainer(
             max_epochs=int(cfg.trainer.max_epochs),
             accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -262,7 +269,9 @@ class StackedGroup:
             logger=False,  # each run logs to its own logger
             enable_checkpointing=False,  # SlotCheckpoints writes each run's last.ckpt
             enable_model_summary=False,
-            enable_progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)),
+            # a bar on a terminal only; elsewhere the group's "stacked epoch" lines
+            enable_progress_bar=progress,
+            callbacks=[StepProgressBar(refresh_rate=20)] if progress else [],
             num_sanity_val_steps=0,
             inference_mode=False,  # validation copies each slot's weights into its net
             plugins=[SlotCheckpoints(self)],
@@ -276,7 +285,7 @@ class StackedGroup:
             if slot.diagnostics is not None:
                 slot.diagnostics.on_train_start(slot.trainer, slot.parts.module)
         trainer.fit(module, train_dataloaders=StepChunks(batches, per_call),
-                    val_dataloaders=data.val_dataloader())
+                    val_dataloaders=[d.val_dataloader() for d in datas])
         epochs = trainer.current_epoch
         for k in range(len(slots)):
             if module.active[k]:

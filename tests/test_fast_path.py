@@ -36,7 +36,7 @@ def plain_loop(cfg: DictConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
         total, seen = torch.zeros(()), 0
         for start in range(0, len(train), batch_size):
             x = train[order[start : start + batch_size]]
-            if parts.data._stochastic:
+            if parts.data.stochastic:
                 x = parts.normalization.sample(x, g)
             objective, loss = module.objective(x)
             optimizer.zero_grad()

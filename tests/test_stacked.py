@@ -101,6 +101,23 @@ def test_three_seeds_stacked_equal_their_single_runs(tmp_path, capsys):
                       for seed in (0, 1, 2)}
 
 
+def test_normalisations_share_a_group_each_on_its_own_data(tmp_path, capsys):
+    """unit, clamped and stochastic_binary (a fresh sample per batch) in one stacked group: each
+    slot trains and validates on its own normalisation's data, as its single run does."""
+    sweep = tmp_path / "sweep"
+    common = [*TINY, *EPOCHS, "loss=bce", "logger=none"]
+    norms = ("unit", "clamped", "stochastic_binary")
+    assert main([*common, f"normalization={','.join(norms)}", f"hydra.sweep.dir={sweep}"]) == 0
+    assert "1 stacked group(s) of at most 8 (3 runs)" in capsys.readouterr().out
+    results = {}
+    for norm in norms:
+        stacked = metrics(folder_of(sweep, normalization=norm))
+        alone = single(tmp_path, norm, *common[len(TINY) + len(EPOCHS):], f"normalization={norm}")
+        assert stacked["status"] == "completed" and curves_agree(stacked, alone), norm
+        results[norm] = stacked["history"]["val/bce"]
+    assert len({tuple(v) for v in results.values()}) == 3  # three different data sets
+
+
 def test_single_run_resumes_a_stacked_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
     assert main([*TINY, *EPOCHS, "seed=3,4", f"hydra.sweep.dir={sweep}", "logger=none"]) == 0

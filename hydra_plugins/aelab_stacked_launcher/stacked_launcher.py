@@ -10,11 +10,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
@@ -24,24 +22,17 @@ from omegaconf import DictConfig, open_dict, read_write
 log = logging.getLogger("aelab")
 
 
-@dataclass
-class StackedLauncherConf:
-    _target_: str = "hydra_plugins.aelab_stacked_launcher.stacked_launcher.StackedLauncher"
-    stack: int = 8  # the most runs one stacked model trains
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf,
-                             provider="aelab")
+# The launcher's config is conf/hydra/launcher/stacked.yaml (shipped in aelab/conf); no
+# ConfigStore schema of the same name, which Hydra 1.3 would match to it with a deprecation
+# warning at every launch.
 
 
 class StackedLauncher(Launcher):
     def __init__(self, stack: Any = 8) -> None:
         self.stack = stack
-        # Optional, not "X | None": Hydra's plugin scan imports this module in a way that
-        # breaks `from __future__ import annotations` on the dataclass above
-        self.config: Optional[DictConfig] = None  # noqa: UP045
-        self.hydra_context: Optional[HydraContext] = None  # noqa: UP045
-        self.task_function: Optional[TaskFunction] = None  # noqa: UP045
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
