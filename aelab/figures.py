@@ -1,6 +1,6 @@
 """One picture of a study: a panel per run with its reconstructions, W1 filters and curves.
 
-    python -m aelab.figures DIR --out FIGURE.png [--select seed=0 ...] [--columns 4]
+    python -m aelab.figures DIR --out FIGURE.png [--select seed=0 ...] [--drop loss=l1 ...]
 
 Each panel shows, for one run folder under DIR: the first 8 fixed validation digits above
 their reconstructions at the end of training (the last `reconstructions` image in its
@@ -56,13 +56,18 @@ def _curves(path: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     return payload.get("history") or {}, payload.get("diagnostics_history") or {}
 
 
-def select(runs: list[dict[str, Any]], conditions: Sequence[str]) -> list[dict[str, Any]]:
-    """The runs whose overrides match every `key=value` in `conditions`."""
-    wanted = [c.partition("=")[::2] for c in conditions]
-    for key, _ in wanted:
-        if not key:
-            raise ValueError(f"--select expects key=value, got {conditions}")
-    return [r for r in runs if all(r["overrides"].get(k) == v for k, v in wanted)]
+def _pairs(conditions: Sequence[str], option: str) -> list[tuple[str, str]]:
+    if any("=" not in c or c.startswith("=") for c in conditions):
+        raise ValueError(f"{option} expects key=value, got {list(conditions)}")
+    return [c.partition("=")[::2] for c in conditions]
+
+
+def select(runs: list[dict[str, Any]], conditions: Sequence[str],
+           drop: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The runs whose overrides match every `key=value` in `conditions` and none in `drop`."""
+    wanted, unwanted = _pairs(conditions, "--select"), _pairs(drop, "--drop")
+    return [r for r in runs if all(r["overrides"].get(k) == v for k, v in wanted)
+            and not any(r["overrides"].get(k) == v for k, v in unwanted)]
 
 
 def plot_panels(runs: Sequence[dict[str, Any]], columns: int = 4):
@@ -120,13 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the PNG to write")
     parser.add_argument("--select", action="append", default=[], metavar="KEY=VALUE",
                         help="keep the runs with this override (repeatable), e.g. seed=0")
+    parser.add_argument("--drop", action="append", default=[], metavar="KEY=VALUE",
+                        help="leave out the runs with this override (repeatable)")
     parser.add_argument("--columns", type=int, default=4, help="panels per row (4)")
     parser.add_argument("--dpi", type=int, default=80, help="resolution (80)")
     args = parser.parse_args(argv)
     try:
-        runs = select(load_runs(args.dir), args.select)
+        runs = select(load_runs(args.dir), args.select, args.drop)
         if not runs:
-            raise ValueError(f"no run folders under {args.dir} match {args.select or 'anything'}")
+            raise ValueError(f"no run folders under {args.dir} match {args.select or 'anything'}"
+                             + (f" once {args.drop} are dropped" if args.drop else ""))
         fig = plot_panels(runs, args.columns)
     except ValueError as exc:
         print(f"aelab.figures: error: {exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from aelab.domains import REAL, SYMMETRIC, UNIT, Range
-from aelab.errors import DataError
+from aelab.errors import ConfigError, DataError
 
 
 class Normalization:
@@ -97,6 +97,23 @@ class Symmetric(Normalization):
 
     def decode(self, y: torch.Tensor) -> torch.Tensor:
         return (y + 1) / 2
+
+
+class Clamped(Normalization):
+    """Intensities clamped to [eps, 1 - eps]: no pixel is exactly 0 or 1, so a likelihood whose
+    density is unbounded there (the continuous Bernoulli) has a finite optimum at every pixel.
+    Metrics compare reconstructions with the clamped targets (at most eps from the raw ones)."""
+
+    name = "clamped"
+
+    def __init__(self, eps: float = 0.01) -> None:
+        if not 0 < eps < 0.5:
+            raise ConfigError(f"normalization.eps={eps} must be in (0, 0.5): pixels are clamped "
+                              f"to [eps, 1 - eps].")
+        self.eps = eps
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(self.eps, 1 - self.eps)
 
 
 class Binary(Normalization):

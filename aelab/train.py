@@ -49,6 +49,7 @@ HPARAM_KEYS = (  # keys a run's config lacks (model.channels of an MLP) are left
     "model.output_activation",
     "data.batch_size",
     "optimizer.lr",
+    "optimizer.weight_decay",
     "trainer.max_epochs",
     "seed",
     "l2_penalty",

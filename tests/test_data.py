@@ -7,8 +7,16 @@ import torch
 
 from aelab.data import ImageData, TensorBatches
 from aelab.datasets import read_idx_images, synthetic_images
-from aelab.errors import DataError
-from aelab.normalization import Binary, Dequantized, Standard, StochasticBinary, Symmetric, Unit
+from aelab.errors import ConfigError, DataError
+from aelab.normalization import (
+    Binary,
+    Clamped,
+    Dequantized,
+    Standard,
+    StochasticBinary,
+    Symmetric,
+    Unit,
+)
 
 
 def write_idx(path, images: torch.Tensor, truncate: int = 0) -> None:
@@ -60,6 +68,15 @@ def test_binary_thresholds_and_stochastic_binary_samples_the_intensities():
     sample = StochasticBinary().sample(p, torch.Generator().manual_seed(0))
     assert set(sample.unique().tolist()) == {0.0, 1.0}
     assert abs(float(sample.mean()) - 0.3) < 0.01
+
+
+def test_clamped_keeps_every_pixel_off_0_and_1():
+    x = torch.tensor([[0.0, 0.005, 0.5, 0.995, 1.0]])
+    assert Clamped(eps=0.01).encode(x)[0].tolist() == pytest.approx([0.01, 0.01, 0.5, 0.99, 0.99])
+    assert torch.equal(Clamped().decode(x), x)  # reconstructions are already pixels
+    for eps in (0.0, 0.5, -0.1):
+        with pytest.raises(ConfigError, match="normalization.eps"):
+            Clamped(eps=eps)
 
 
 def test_dequantized_spreads_each_8_bit_level_over_its_own_bin():

@@ -45,3 +45,9 @@ def test_select_keeps_matching_runs_and_refuses_an_empty_choice(study, tmp_path,
     assert main([str(study), "--out", str(tmp_path / "none.png"), "--select", "loss=l1"]) == 2
     assert "no run folders" in capsys.readouterr().err
     assert not (tmp_path / "none.png").exists()
+    assert main([str(study), "--out", str(out), "--drop", "loss=mse"]) == 0
+    assert "(1 runs)" in capsys.readouterr().out
+    assert main([str(study), "--out", str(out), "--drop", "loss=mse", "--drop", "loss=bce"]) == 2
+    assert "dropped" in capsys.readouterr().err
+    assert main([str(study), "--out", str(out), "--drop", "mse"]) == 2
+    assert "--drop expects key=value" in capsys.readouterr().err

@@ -170,6 +170,37 @@ def test_l2_penalty_is_coupled_not_the_optimizers_weight_decay(make_config):
     assert decoupled.detach()[0].item() == pytest.approx(1 - 0.1 * 0.001)  # decay: lr * wd * w
 
 
+@pytest.mark.parametrize(
+    ("experiment", "shrink", "optimizer", "l2", "decay"),
+    [("seed_h7", "none", torch.optim.Adam, 1e-3, 0.0),  # none keeps the experiment's penalty
+     ("seed_h7", "l2_3e-5", torch.optim.Adam, 3e-5, 0.0),  # replaces it
+     ("seed_h3", "decay_5e-4", torch.optim.SGD, 0.0, 5e-4),  # the experiment's own optimiser
+     ("seed_h8", "decay_1e-4", torch.optim.Adam, 0.0, 1e-4)],
+)
+def test_shrink_adds_its_penalty_after_the_experiment(make_config, experiment, shrink, optimizer,
+                                                      l2, decay):
+    parts = build(make_config(*TINY, f"experiment={experiment}", f"shrink={shrink}"))
+    assert parts.module.l2_penalty == l2
+    built = parts.module.configure_optimizers()
+    assert type(built) is optimizer
+    assert all(group["weight_decay"] == decay for group in built.param_groups)
+
+
+def test_optimizer_weight_decay_is_torchs_coupled_decay(make_config):
+    """weight_decay adds wd * w to every parameter's gradient (biases too): with SGD, one step
+    on a zero data gradient scales every parameter by 1 - lr * wd."""
+    parts = build(make_config(*TINY, "optimizer=sgd", "optimizer.lr=0.1",
+                              "optimizer.weight_decay=0.5"))
+    net = parts.module.net
+    before = [p.detach().clone() for p in net.parameters()]
+    optimizer = parts.module.configure_optimizers()
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for p, old in zip(net.parameters(), before):
+        torch.testing.assert_close(p.detach(), old * (1 - 0.1 * 0.5))
+
+
 def test_negative_l2_penalty_is_refused(make_config):
     with pytest.raises(ConfigError, match="l2_penalty=-0.1 must be"):
         run(make_config(*TINY, "l2_penalty=-0.1", "logger=none"))
