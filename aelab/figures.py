@@ -116,6 +116,21 @@ def plot_panels(runs: Sequence[dict[str, Any]], columns: int = 4):
     return fig
 
 
+def save(fig: Any, path: str | Path, dpi: int, colors: int = 256) -> None:
+    """Write `fig` as a PNG: full RGB with colors=0, else with an adaptive palette (grey
+    digits and filters and two curve colours lose nothing visible at 256 colours)."""
+    if not colors:
+        fig.savefig(path, dpi=dpi)
+        return
+    import PIL.Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
+    buffer.seek(0)
+    rgb = PIL.Image.open(buffer).convert("RGB")
+    rgb.quantize(colors=colors, method=PIL.Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m aelab.figures",
@@ -129,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="leave out the runs with this override (repeatable)")
     parser.add_argument("--columns", type=int, default=4, help="panels per row (4)")
     parser.add_argument("--dpi", type=int, default=80, help="resolution (80)")
+    parser.add_argument("--colors", type=int, default=256,
+                        help="an adaptive palette of this many colours, a third of the bytes "
+                             "of full RGB (256; 0: full RGB)")
     args = parser.parse_args(argv)
     try:
         runs = select(load_runs(args.dir), args.select, args.drop)
@@ -139,8 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"aelab.figures: error: {exc}", file=sys.stderr)
         return 2
+    if not 0 <= args.colors <= 256:
+        parser.error(f"--colors {args.colors}: a palette holds 1 to 256 colours (0: full RGB)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=args.dpi)
+    save(fig, args.out, args.dpi, args.colors)
     print(f"wrote {args.out} ({len(runs)} runs)")
     return 0
 

@@ -27,6 +27,13 @@ def test_the_figure_has_a_panel_per_run_and_is_not_blank(study, tmp_path, capsys
     assert image.shape == (round(4.6 * 50), round(2 * 3.2 * 50))  # one row of two panels
     assert image.std() > 20  # digits, filters and curves, not a white page
     assert out.stat().st_size < 300_000
+    assert PIL.Image.open(out).mode == "P"  # the default palette
+    full = tmp_path / "full.png"
+    assert main([str(study), "--out", str(full), "--columns", "2", "--dpi", "50",
+                 "--colors", "0"]) == 0
+    assert PIL.Image.open(full).mode in ("RGB", "RGBA")
+    rgb = np.asarray(PIL.Image.open(full).convert("L"), dtype=float)
+    assert np.abs(rgb - image).mean() < 2  # the palette changes little
 
 
 def test_the_panels_read_the_last_images_of_each_run(study):
