@@ -20,8 +20,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from aelab.config import plain_without
 from aelab.errors import CheckpointError, ConfigError, RunFolderError
 
 log = logging.getLogger("aelab")
@@ -125,15 +126,7 @@ def remove_stale_events(folder: Path) -> None:
 
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config minus RESUMABLE_KEYS, as plain values (stored in checkpoints)."""
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    assert isinstance(plain, dict)
-    for key in RESUMABLE_KEYS:
-        *parents, leaf = key.split(".")
-        node: Any = plain
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+    plain = plain_without(cfg, RESUMABLE_KEYS, resolve=True)
     return json.loads(json.dumps(plain, default=str))
 
 

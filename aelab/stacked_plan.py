@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from aelab.config import plain_without
 from aelab.errors import ConfigError
 
 MLP_PARTS = {"encoder": "aelab.nets.MLPEncoder", "decoder": "aelab.nets.MLPDecoder"}
@@ -86,15 +87,7 @@ def output_activation(cfg: DictConfig) -> str:
 def group_key(cfg: DictConfig) -> str:
     """Equal for runs that one stacked model can train (interpolations unresolved, so the
     run folder that callbacks and logger point to does not count)."""
-    plain = OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
-    assert isinstance(plain, dict)
-    for key in STACK_FREE_KEYS:
-        *parents, leaf = key.split(".")
-        node: Any = plain
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+    plain = plain_without(cfg, STACK_FREE_KEYS, resolve=False)
     plain["model"]["output_activation"] = output_activation(cfg)
     return json.dumps(plain, sort_keys=True, default=str)
 
