@@ -84,7 +84,8 @@ def plot_panels(runs: Sequence[dict[str, Any]], columns: int = 4):
     for i, run in enumerate(runs):
         row, col = divmod(i, columns)
         images = last_images(run["path"], (RECONSTRUCTIONS, FILTERS))
-        label = ", ".join(f"{k}={run['overrides'].get(k)}" for k in keys) or run["folder"]
+        parts = [f"{k}={run['overrides'].get(k)}" for k in keys] or [run["folder"]]
+        label = ", ".join(parts) if len(", ".join(parts)) <= 40 else "\n".join(parts)
         verdict = run["metrics"].get("verdict") or run["status"]
         top = fig.add_subplot(grid[row * 3, col])
         top.set_title(f"{label}\n{verdict}", fontsize=8)
