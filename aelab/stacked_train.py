@@ -255,12 +255,15 @@ class StackedGroup:
         reference = max(range(len(slots)), key=lambda k: self.lrs[k])
         self.module = module = StackedModule(self, stacked, reference)
         per_call = max(1, int(cfg.get("steps_per_call", 1)))
-        batches = StackedBatches([
-            TensorBatches(d.splits["train"], d.batch_size, shuffle=True,
-                          sample=d.normalization.sample if d.stochastic else None,
-                          seed=s.cfg.seed, epoch=lambda: module.current_epoch)
-            for s, d in ((s, s.parts.data) for s in slots)
-        ])
+
+        def train_batches(slot: Slot) -> TensorBatches:
+            """The slot's single-run batches: its data set, its seed's order and samples."""
+            data = slot.parts.data
+            return TensorBatches(data.splits["train"], data.batch_size, shuffle=True,
+                                 sample=data.normalization.sample if data.stochastic else None,
+                                 seed=slot.cfg.seed, epoch=lambda: module.current_epoch)
+
+        batches = StackedBatches([train_batches(s) for s in slots])
         progress = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
         trainer = L.Trainer(
             max_epochs=int(cfg.trainer.max_epochs),
