@@ -149,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="an adaptive palette of this many colours, a third of the bytes "
                              "of full RGB (256; 0: full RGB)")
     args = parser.parse_args(argv)
+    if not 0 <= args.colors <= 256:
+        parser.error(f"--colors {args.colors}: a palette holds 1 to 256 colours (0: full RGB)")
     try:
         runs = select(load_runs(args.dir), args.select, args.drop)
         if not runs:
@@ -158,8 +160,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"aelab.figures: error: {exc}", file=sys.stderr)
         return 2
-    if not 0 <= args.colors <= 256:
-        parser.error(f"--colors {args.colors}: a palette holds 1 to 256 colours (0: full RGB)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save(fig, args.out, args.dpi, args.colors)
     print(f"wrote {args.out} ({len(runs)} runs)")
