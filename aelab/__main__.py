@@ -8,7 +8,7 @@ and Hydra's own 1 for an unknown key (a misspelt group option exits 2 and lists 
 options; a key added with `+` that nothing reads is refused by aelab: 2). In a multirun every
 job records its
 status in its metrics.json and the sweep goes on; the sweep exits 1 when a run failed
-(see aelab.outcome.SweepOutcome), 0 when every run completed or diverged.
+(see aelab.sweeps.outcome.SweepOutcome), 0 when every run completed or diverged.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _refuse(exc: Exception, logs: dict[Path, int]) -> NoReturn:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from aelab.errors import AelabError, RunFolderError
-    from aelab.train import run
+    from aelab.training.run import run
 
     log = logging.getLogger("aelab")
     hydra_cfg = HydraConfig.get()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from aelab.errors import ConfigError, DataError, RunFolderError
-from aelab.reliability import RunFolderLock
-from aelab.train import run
+from aelab.training.folder import RunFolderLock
+from aelab.training.run import run
 
 from conftest import TINY, compose_config, run_cli
 
@@ -107,7 +107,7 @@ def test_keys_nothing_reads_are_refused(tmp_path, override, message):
 
 
 def test_notes_are_accepted_and_known_extra_keys_pass(tmp_path):
-    from aelab.keys import check_keys
+    from aelab.config.keys import check_keys
 
     extra = ["+notes.reason=foo", "+trainer.benchmark=false", "+optimizer.betas=[0.9,0.99]"]
     check_keys(compose_config([*TINY, *extra], tmp_path / "run"))

@@ -15,7 +15,7 @@ RATIO = r"(\d+\.\d+) s / .* (\d+\.\d+) s = +(\d+\.\d+)x"
 
 def bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "aelab.bench", "--data-root", str(DATA_DIR), *args],
+        [sys.executable, "-m", "benchmarks.bench", "--data-root", str(DATA_DIR), *args],
         capture_output=True, text=True, timeout=600,
     )
 

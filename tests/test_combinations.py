@@ -5,7 +5,7 @@ import math
 import pytest
 
 from aelab.errors import ConfigError
-from aelab.train import run
+from aelab.training.run import run
 
 from conftest import TINY
 
@@ -59,8 +59,8 @@ def test_bce_needs_its_sigmoid_output(make_config):
 @pytest.mark.parametrize(("normalization", "expected"),
                          [("unit", "Sigmoid"), ("symmetric", "Tanh"), ("standard", "Identity")])
 def test_auto_output_activation_follows_the_targets(normalization, expected):
-    from aelab.domains import REAL, SYMMETRIC, UNIT
-    from aelab.nets import OUTPUT_ACTIVATIONS, auto_output_activation
+    from aelab.data.domains import REAL, SYMMETRIC, UNIT
+    from aelab.models import OUTPUT_ACTIVATIONS, auto_output_activation
 
     target = {"unit": UNIT, "symmetric": SYMMETRIC, "standard": REAL}[normalization]
     name = auto_output_activation(target)

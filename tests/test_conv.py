@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from aelab import diagnostics as dg
-from aelab.build import build
-from aelab.diagnostics_callback import channels_last, filter_grid
+from aelab.diagnostics import metrics as dg
+from aelab.diagnostics.callback import channels_last, filter_grid
 from aelab.errors import ConfigError
-from aelab.nets import (
+from aelab.models import (
     ConvDecoder,
     ConvEncoder,
     EncoderDecoder,
@@ -23,6 +22,7 @@ from aelab.nets import (
     mlp_autoencoder,
     unit_rows,
 )
+from aelab.training.build import build
 
 from conftest import TINY, run_cli
 from events import load_events

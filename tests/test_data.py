@@ -6,9 +6,7 @@ import pytest
 import torch
 
 from aelab.data import ImageData, TensorBatches
-from aelab.datasets import read_idx_images, synthetic_images
-from aelab.errors import ConfigError, DataError
-from aelab.normalization import (
+from aelab.data.normalization import (
     Binary,
     Clamped,
     Dequantized,
@@ -17,6 +15,8 @@ from aelab.normalization import (
     Symmetric,
     Unit,
 )
+from aelab.data.sources import read_idx_images, synthetic_images
+from aelab.errors import ConfigError, DataError
 
 
 def write_idx(path, images: torch.Tensor, truncate: int = 0) -> None:

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from aelab import diagnostics as dg
-from aelab.diagnostics_callback import Diagnostics
+from aelab.diagnostics import metrics as dg
+from aelab.diagnostics import verdict as verdicts
+from aelab.diagnostics.callback import Diagnostics
 from aelab.errors import ConfigError
 
 
@@ -195,28 +196,28 @@ def history(**values: list[float]) -> dict[str, list[float]]:
 
 
 def test_verdict_healthy():
-    assert dg.verdict(history()) == ("healthy", "EV = 0.6")
+    assert verdicts.verdict(history()) == ("healthy", "EV = 0.6")
 
 
 def test_verdict_blob():
-    name, reason = dg.verdict(history(blob__ev=[0.0, 0.01, 0.02]))
+    name, reason = verdicts.verdict(history(blob__ev=[0.0, 0.01, 0.02]))
     assert name == "blob" and "EV = 0.02" in reason
 
 
 def test_verdict_collapsed_by_norm_wins_over_blob():
     h = history(blob__ev=[0.0, 0.0, 0.0], collapse__norm_ratio__W1=[1.0, 0.2, 0.04])
-    name, reason = dg.verdict(h)
+    name, reason = verdicts.verdict(h)
     assert name == "collapsed" and "0.04" in reason
 
 
 def test_verdict_collapsed_by_shrunk_units():
     h = history(collapse__norm_ratio__W1=[1.0, 0.9, 0.8], collapse__shrunk_units__W1=[0, 0.3, 0.7])
-    assert dg.verdict(h)[0] == "collapsed"
+    assert verdicts.verdict(h)[0] == "collapsed"
 
 
 def test_verdict_uses_the_final_values_only():
     h = history(collapse__norm_ratio__W1=[1.0, 0.1, 1.2], blob__ev=[0.0, -0.1, 0.5])
-    assert dg.verdict(h)[0] == "healthy"
+    assert verdicts.verdict(h)[0] == "healthy"
 
 
 def test_verdict_frozen():
@@ -227,38 +228,38 @@ def test_verdict_frozen():
         units__saturation__h2=[0.7, 0.7, 0.7],
         blob__ev=[-0.5, -0.4, -0.4],
     )
-    name, reason = dg.verdict(history(**frozen))
+    name, reason = verdicts.verdict(history(**frozen))
     assert name == "frozen" and "90% of h1" in reason
     one_layer = frozen | dict(units__saturation__h1=[0.1] * 3)  # h2 still 70% in the tails
-    assert dg.verdict(history(**one_layer))[0] == "frozen"
+    assert verdicts.verdict(history(**one_layer))[0] == "frozen"
     not_saturated = frozen | dict(units__saturation__h1=[0.1] * 3, units__saturation__h2=[0.4] * 3)
-    assert dg.verdict(history(**not_saturated))[0] == "blob"
+    assert verdicts.verdict(history(**not_saturated))[0] == "blob"
     moved = frozen | dict(collapse__change__W2=[0.0, 0.1, 0.2])
-    assert dg.verdict(history(**moved))[0] == "blob"
+    assert verdicts.verdict(history(**moved))[0] == "blob"
 
 
 def test_verdict_diverged():
     nan, inf = float("nan"), float("inf")
-    assert dg.verdict(history(loss=[0.07, nan, 0.03]))[0] == "diverged"
-    assert dg.verdict(history(blob__mse=[0.07, 0.05, nan]))[0] == "diverged"
-    name, reason = dg.verdict(history(collapse__max_abs__W1=[0.03, inf, inf]))
+    assert verdicts.verdict(history(loss=[0.07, nan, 0.03]))[0] == "diverged"
+    assert verdicts.verdict(history(blob__mse=[0.07, 0.05, nan]))[0] == "diverged"
+    name, reason = verdicts.verdict(history(collapse__max_abs__W1=[0.03, inf, inf]))
     assert name == "diverged" and "collapse/max_abs/W1" in reason
     # a 0/0 elsewhere (e.g. R of a constant probe) is not a divergence
-    assert dg.verdict(history(units__input_dependence__h1=[nan]))[0] == "healthy"
+    assert verdicts.verdict(history(units__input_dependence__h1=[nan]))[0] == "healthy"
 
 
 def test_verdict_thresholds_are_configurable():
-    strict = dg.Thresholds.from_mapping({"blob_ev": 0.7})
-    assert dg.verdict(history(), strict)[0] == "blob"
-    lax = dg.Thresholds.from_mapping({"collapse_norm_ratio": 0.01})
-    assert dg.verdict(history(collapse__norm_ratio__W1=[1, 0.1, 0.04]), lax)[0] == "healthy"
+    strict = verdicts.Thresholds.from_mapping({"blob_ev": 0.7})
+    assert verdicts.verdict(history(), strict)[0] == "blob"
+    lax = verdicts.Thresholds.from_mapping({"collapse_norm_ratio": 0.01})
+    assert verdicts.verdict(history(collapse__norm_ratio__W1=[1, 0.1, 0.04]), lax)[0] == "healthy"
     with pytest.raises(ConfigError, match="blob_evv"):
-        dg.Thresholds.from_mapping({"blob_evv": 0.1})
+        verdicts.Thresholds.from_mapping({"blob_evv": 0.1})
 
 
 def test_verdict_of_an_empty_history():
-    assert dg.verdict({})[0] == "healthy"
-    assert dg.verdict({"loss": [float("nan")]})[0] == "diverged"
+    assert verdicts.verdict({})[0] == "healthy"
+    assert verdicts.verdict({"loss": [float("nan")]})[0] == "diverged"
 
 
 # ---------------------------------------------------------------- callback state

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from aelab.diagnostics import VERDICTS
-from aelab.train import run
+from aelab.diagnostics.verdict import VERDICTS
+from aelab.training.run import run
 
 from conftest import TINY
 
@@ -146,8 +146,8 @@ def test_probe_prediction_is_what_reconstruct_returns(make_config, overrides):
     """The callback reuses the traced forward pass; it must give reconstruct()'s prediction."""
     import torch
 
-    from aelab.build import build
-    from aelab.diagnostics_callback import Diagnostics
+    from aelab.diagnostics.callback import Diagnostics
+    from aelab.training.build import build
 
     parts = build(make_config(*TINY, *overrides))
     x = parts.data.probe(32)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from faults import faults_on_path  # noqa: F401 - autouse: subprocesses import faults
 
-from aelab.outcome import summarize_outcome, sweep_statuses
-from aelab.reliability import divergence_causes
-from aelab.train import run
+from aelab.sweeps.outcome import summarize_outcome, sweep_statuses
+from aelab.training.folder import divergence_causes
+from aelab.training.run import run
 
 from conftest import compose_config, run_cli
 from events import hparams_of, load_events, session_status

@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from aelab.__main__ import CONFIG_DIR
-from aelab.build import build
-from aelab.train import run
+from aelab.training.build import build
+from aelab.training.run import run
 
 from conftest import TINY
 
@@ -30,8 +30,8 @@ SEED = {
     "model.hidden": [100, 50],
     "model.output_activation": "auto",
     "activation._target_": "torch.nn.Sigmoid",
-    "normalization._target_": "aelab.normalization.Unit",
-    "init._target_": "aelab.nets.init_default",
+    "normalization._target_": "aelab.data.normalization.Unit",
+    "init._target_": "aelab.models.init_default",
     "optimizer._target_": "torch.optim.Adam",
     "optimizer.lr": 1e-3,
     "loss._target_": "aelab.losses.MSE",  # the loss is left to the command line
@@ -42,7 +42,7 @@ SEED = {
 SGD_001 = {"optimizer._target_": "torch.optim.SGD", "optimizer.lr": 0.01, "optimizer.momentum": 0}
 CAUSES = {
     "seed_baseline": {},
-    "seed_h1": {"init._target_": "aelab.nets.init_normal", "init.std": 1.0, "init.bias": True},
+    "seed_h1": {"init._target_": "aelab.models.init_normal", "init.std": 1.0, "init.bias": True},
     "seed_h2": {**SGD_001, "loss.reduction": "mean"},
     "seed_h3": {**SGD_001, "loss.reduction": "batch_sum"},
     "seed_h4": {"loss._target_": "aelab.losses.NaivePositiveCrossEntropy", "loss.eps": 1e-10},
@@ -53,12 +53,12 @@ CAUSES = {
     "seed_h10": {"loss._target_": "aelab.losses.SwappedLogitsBCE"},
     "seed_h11": {"loss._target_": "aelab.losses.UnclampedProbabilityBCE"},
     "seed_h8": {
-        "normalization._target_": "aelab.normalization.Standard",
+        "normalization._target_": "aelab.data.normalization.Standard",
         "model.output_activation": "sigmoid",
         "allow_out_of_range_targets": True,
     },
     "seed_tutorial": {
-        "init._target_": "aelab.nets.init_normal", "init.std": 1.0, "init.bias": True,
+        "init._target_": "aelab.models.init_normal", "init.std": 1.0, "init.bias": True,
         "optimizer._target_": "torch.optim.RMSprop", "optimizer.lr": 0.01,
     },
 }

@@ -14,8 +14,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from aelab.build import build
-from aelab.train import NVML_CHECK, run
+from aelab.training.build import build
+from aelab.training.run import NVML_CHECK, run
 
 from conftest import TINY
 
@@ -25,7 +25,7 @@ EPOCHS = 3
 def plain_loop(cfg: DictConfig) -> tuple[list[float], dict[str, torch.Tensor]]:
     """The straightforward path: the same objects, a hand-written loop, no Lightning Trainer.
     Returns the per-epoch mean training loss and the final weights."""
-    L.seed_everything(cfg.seed, verbose=False)  # as aelab.train.run does before building
+    L.seed_everything(cfg.seed, verbose=False)  # as aelab.training.run.run does before building
     parts = build(cfg)
     module, train, batch_size = parts.module, parts.data.splits["train"], cfg.data.batch_size
     optimizer = instantiate(cfg.optimizer)(module.parameters())

@@ -4,7 +4,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from aelab.figures import DIGITS, FILTERS, RECONSTRUCTIONS, last_images, main
+from aelab.analysis.figures import DIGITS, FILTERS, RECONSTRUCTIONS, last_images, main
 
 from conftest import TINY, run_cli
 

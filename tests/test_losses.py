@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from torch.distributions import ContinuousBernoulli as TorchCB
 
 from aelab.__main__ import CONFIG_DIR
-from aelab.domains import REAL, UNIT
+from aelab.data.domains import REAL, UNIT
 from aelab.errors import ConfigError
 from aelab.losses import (
     BCE,
@@ -333,7 +333,7 @@ def test_cross_entropy_family_declares_unit_targets_and_a_sigmoid_output(cls):
 
 
 def test_the_module_shows_the_continuous_bernoulli_mean(make_config):
-    from aelab.build import build
+    from aelab.training.build import build
 
     cfg = make_config("data=synthetic", "data.train_size=64", "data.val_size=16",
                       "data.test_size=16", "data.batch_size=16", "loss=continuous_bernoulli")

@@ -3,7 +3,7 @@ model=conv with ReLU units, 5 epochs."""
 
 import pytest
 
-from aelab.train import run
+from aelab.training.run import run
 
 MEAN_IMAGE_MSE = 0.0675  # the blob: predicting the training mean image
 

@@ -7,7 +7,7 @@ epochs of 10k images.
 
 import pytest
 
-from aelab.train import run
+from aelab.training.run import run
 
 QUICK = ["logger=none", "trainer.enable_progress_bar=false", "data.batch_size=32"]
 

@@ -12,11 +12,11 @@ import torch
 from test_bad_input import refused, written
 
 from aelab.data import ImageData
+from aelab.data.image_files import load_image_folder, load_tensor_file
+from aelab.data.normalization import Standard, Unit
+from aelab.diagnostics.images import add_png_image, tile
 from aelab.errors import ConfigError, DataError
-from aelab.image_files import load_image_folder, load_tensor_file
-from aelab.images import add_png_image, tile
-from aelab.normalization import Standard, Unit
-from aelab.train import run
+from aelab.training.run import run
 
 from conftest import compose_config, run_cli
 from events import load_events

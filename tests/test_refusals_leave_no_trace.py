@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aelab.summarize import load_runs
+from aelab.analysis.summarize import load_runs
 
 from conftest import TINY, run_cli
 

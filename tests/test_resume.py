@@ -21,7 +21,7 @@ import torch
 from faults import faults_on_path  # noqa: F401 - autouse: subprocesses import faults
 
 from aelab.errors import CheckpointError, ConfigError
-from aelab.train import run
+from aelab.training.run import run
 
 from conftest import DATA_DIR, compose_config, run_cli
 from events import load_events, session_status

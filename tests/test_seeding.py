@@ -1,6 +1,6 @@
 """Same seed and config on CPU: identical metrics; another seed: different ones."""
 
-from aelab.train import run
+from aelab.training.run import run
 
 from conftest import TINY
 

@@ -2,7 +2,7 @@
 
 import json
 
-from aelab.train import run
+from aelab.training.run import run
 
 from conftest import TINY
 

@@ -22,9 +22,9 @@ import pytest
 import torch
 
 from aelab.errors import ConfigError
-from aelab.stacked import main, plan_jobs, split_args
-from aelab.stacked_plan import describe_plan, plan_groups
-from aelab.train import run
+from aelab.stacked.plan import describe_plan, plan_groups
+from aelab.stacked.sweep import main, plan_jobs, split_args
+from aelab.training.run import run
 
 from conftest import TINY, compose_config, run_cli
 from events import hparams_of, load_events
@@ -181,12 +181,12 @@ def test_plan_splits_activations_and_widths_and_leaves_conv_alone(tmp_path, caps
     assert len(plan.groups) == 1 and len(plan.single) == 1
     text = describe_plan(plan, ["data=synthetic,model=conv", "data=synthetic,model=mlp"], 8)
     assert "group 1 (1 runs): model=mlp" in text
-    assert "single: model=conv (cannot be stacked: model.encoder is aelab.nets.ConvEncoder" in text
-    timed = plan_jobs([*TINY, "+callbacks.timer._target_=aelab.timing.EpochTimer",
+    assert "single: model=conv (cannot be stacked: model.encoder is aelab.models.ConvEncoder" in text
+    timed = plan_jobs([*TINY, "+callbacks.timer._target_=benchmarks.timing.EpochTimer",
                        "+callbacks.timer.dirpath=.", "seed=0,1"],
                       [f"hydra.sweep.dir={tmp_path}/timed"]).jobs
     plan = plan_groups([cfg for cfg, _, _ in timed], stack=8)
-    assert not plan.groups and "callbacks.timer (aelab.timing.EpochTimer)" in plan.single[0][1]
+    assert not plan.groups and "callbacks.timer (benchmarks.timing.EpochTimer)" in plan.single[0][1]
     # the CLI prints the plan before it trains
     sweep = tmp_path / "two"
     assert main([*TINY, "activation=sigmoid,relu", "logger=none", f"hydra.sweep.dir={sweep}"]) == 0

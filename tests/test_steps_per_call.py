@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from aelab.callbacks import FiniteGuard, StepProgressBar
 from aelab.errors import Diverged
-from aelab.train import run
+from aelab.training.callbacks import FiniteGuard, StepProgressBar
+from aelab.training.run import run
 
 from events import load_events
 

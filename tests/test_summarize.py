@@ -1,4 +1,4 @@
-"""aelab.summarize on hand-made run folders with known numbers: the table, the grouping over
+"""aelab.analysis.summarize on hand-made run folders with known numbers: the table, the grouping over
 seeds, runs that failed or are unfinished, generic verdict/diagnostics columns, the plots."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from aelab.summarize import (
+from aelab.analysis.summarize import (
     axes,
     group_over_seeds,
     load_runs,

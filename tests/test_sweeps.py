@@ -1,5 +1,5 @@
 """Sweeps through the real CLI: every file in sweeps/ runs (tiny), run folders stay distinct,
-joblib and submitit_local run a 4-run grid that aelab.summarize reads back, TensorBoard's
+joblib and submitit_local run a 4-run grid that aelab.analysis.summarize reads back, TensorBoard's
 HParams sessions compare the runs, a failing run is reported, resume=true skips finished runs."""
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from matplotlib.image import imread
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from aelab.__main__ import CONFIG_DIR
-from aelab.build import build
+from aelab.analysis.summarize import find_run_folders
 from aelab.errors import ConfigError
-from aelab.summarize import find_run_folders
 from aelab.sweeps import plan_runs
+from aelab.training.build import build
 
 from conftest import REPO, TINY, compose_config, run_cli
 from events import hparams_of, load_events
@@ -61,7 +61,7 @@ def metrics_of(folder: Path) -> dict:
 
 def summarize_cli(folder: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "aelab.summarize", str(folder), *args],
+        [sys.executable, "-m", "aelab.analysis.summarize", str(folder), *args],
         capture_output=True, text=True, timeout=120,
     )
 

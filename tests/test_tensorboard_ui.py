@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from tensorboard.plugins.hparams import api_pb2
 
-from aelab.loggers import SESSION_STATUS, session_summaries
+from aelab.training.loggers import SESSION_STATUS, session_summaries
 
 from conftest import TINY, run_cli
 

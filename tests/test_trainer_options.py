@@ -18,9 +18,9 @@ from faults import faults_on_path  # noqa: F401 - autouse: subprocesses import f
 from test_fast_path import plain_loop
 from torch.optim import lr_scheduler as sched
 
-from aelab.build import build
 from aelab.errors import ConfigError
-from aelab.train import run
+from aelab.training.build import build
+from aelab.training.run import run
 
 from conftest import REPO, compose_config
 from events import load_events

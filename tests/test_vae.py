@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelab.build import build
-from aelab.diagnostics import VERDICTS
-from aelab.diagnostics_callback import Diagnostics
+from aelab.diagnostics.callback import Diagnostics
+from aelab.diagnostics.verdict import VERDICTS
 from aelab.errors import ConfigError
-from aelab.nets import VariationalEncoder
-from aelab.train import run
+from aelab.models import VariationalEncoder
+from aelab.training.build import build
+from aelab.training.run import run
 
 from conftest import TINY, run_cli
 from events import load_events

@@ -1,4 +1,4 @@
-"""The VAE math (aelab.vae) and the losses' likelihoods, against closed forms and torch."""
+"""The VAE math (aelab.losses.elbo, aelab.diagnostics.latent) and the losses' likelihoods, against closed forms and torch."""
 
 import math
 
@@ -8,7 +8,7 @@ from torch.distributions import Bernoulli, Normal, kl_divergence
 from torch.distributions import ContinuousBernoulli as TorchCB
 from torch.distributions import MultivariateNormal as MVN
 
-from aelab import vae
+from aelab.diagnostics import latent
 from aelab.errors import ConfigError
 from aelab.losses import (
     BCE,
@@ -28,6 +28,7 @@ from aelab.losses import (
     SwappedProbabilityBCE,
     UnclampedProbabilityBCE,
 )
+from aelab.losses import elbo as vae
 
 F64 = torch.float64
 
@@ -267,7 +268,7 @@ def test_iwae_bound_rises_with_k_toward_the_true_log_likelihood():
     nll = -terms[0].mean((0, 1))
     kl = vae.gaussian_kl(m.mu, m.logvar).sum(1)
     torch.testing.assert_close(-(nll + kl), elbo, atol=0.01, rtol=0)
-    torch.testing.assert_close(-vae.negative_elbo(nll, kl), elbo.mean(), atol=0.01, rtol=0)
+    torch.testing.assert_close(-vae.negative_elbo(nll, kl), vae.mean(), atol=0.01, rtol=0)
     # the bound, averaged over replicates, rises with k (each step by far more than its
     # Monte Carlo noise, ~0.04 nats) and at k = 1000 is within 0.02 of log p(x)
     bounds = torch.stack([vae.iwae_bound(*(t[:k] for t in terms)).mean(0) for k in (1, 3, 10, 30)])
@@ -293,14 +294,14 @@ def test_iwae_is_exact_for_every_k_when_q_is_the_true_posterior():
 def test_active_units_count_the_inputs_the_encoder_mean_copies():
     x = torch.rand(500, 10, generator=gen(8))  # variance 1/12 per input, above 0.01
     ignores_x = torch.tensor([0.3, -1.0, 2.0, 0.0]).expand(500, 4)
-    au = vae.active_units(ignores_x)
+    au = latent.active_units(ignores_x)
     assert au.ndim == 0 and au.item() == 0
     for k in (1, 3, 4):
         mean = torch.cat([x[:, :k], torch.full((500, 4 - k), 0.7)], 1)
-        assert vae.active_units(mean).item() == k
+        assert latent.active_units(mean).item() == k
     # a mean that moves with x, but by less than the threshold, is not active
-    assert vae.active_units(0.2 * x[:, :4]).item() == 0  # variance 0.04 / 12 = 0.0033
-    torch.testing.assert_close(vae.posterior_mean_variance(x[:, :2] * 0 + 1), torch.zeros(2))
+    assert latent.active_units(0.2 * x[:, :4]).item() == 0  # variance 0.04 / 12 = 0.0033
+    torch.testing.assert_close(latent.posterior_mean_variance(x[:, :2] * 0 + 1), torch.zeros(2))
 
 
 def test_mutual_information_is_zero_without_x_and_bounded_by_log_n_with_it():
@@ -308,15 +309,15 @@ def test_mutual_information_is_zero_without_x_and_bounded_by_log_n_with_it():
     g = gen(9)
     x = torch.randn(n, d, generator=g, dtype=F64)
     # q(z|x) ignores x: the batch mixture is q(z|x) itself, the estimate is noise around 0
-    flat = vae.mutual_information(torch.full((n, d), 0.3, dtype=F64),
+    flat = latent.mutual_information(torch.full((n, d), 0.3, dtype=F64),
                                   torch.full((n, d), -1.0, dtype=F64), generator=g)
     assert abs(flat.item()) < 0.15
     # mu = x ~ N(0, I), q(z|x) = N(x, I): I(x; z) = (d / 2) log 2 = 1.04 nats exactly
-    mi = vae.mutual_information(x, torch.zeros(n, d, dtype=F64), generator=g)
+    mi = latent.mutual_information(x, torch.zeros(n, d, dtype=F64), generator=g)
     assert mi.ndim == 0 and 0 < mi.item() < math.log(n)
     assert mi.item() == pytest.approx(d / 2 * math.log(2), abs=0.2)
     # posteriors that never overlap: the estimate saturates at log N, not at I = infinity
-    sharp = vae.mutual_information(10 * x, torch.full((n, d), math.log(1e-4), dtype=F64),
+    sharp = latent.mutual_information(10 * x, torch.full((n, d), math.log(1e-4), dtype=F64),
                                    generator=g)
     assert sharp.item() == pytest.approx(math.log(n), abs=0.15)
     # for given samples z the bias bound is exact: estimate <= -H - mean log q(z_n|x_n) + log N
@@ -324,21 +325,21 @@ def test_mutual_information_is_zero_without_x_and_bounded_by_log_n_with_it():
     z = vae.reparameterise(mu, logvar, generator=g)
     neg_entropy = Normal(mu, (0.5 * logvar).exp()).entropy().sum(1).mean().neg()
     bound = neg_entropy - vae.log_normal_diag(z, mu, logvar).mean() + math.log(50)
-    est = vae.mutual_information(mu, logvar, z=z)
+    est = latent.mutual_information(mu, logvar, z=z)
     assert est.item() <= bound.item() + 1e-9
     assert est.item() == pytest.approx(bound.item(), abs=1e-9)  # no overlap: equality
 
 
 def test_posterior_collapse_verdict_on_hand_numbers():
-    collapsed, reason = vae.posterior_collapse(torch.tensor(0), torch.tensor([0.02, 0.06]))
+    collapsed, reason = latent.posterior_collapse(torch.tensor(0), torch.tensor([0.02, 0.06]))
     assert collapsed and reason.startswith("posterior collapse: 0 active units and KL = 0.04")
-    assert vae.posterior_collapse(0, 0.099)[0] is True
-    assert vae.posterior_collapse(0, 0.1)[0] is False  # the threshold itself is not below it
-    healthy, reason = vae.posterior_collapse(5, 24.3)
+    assert latent.posterior_collapse(0, 0.099)[0] is True
+    assert latent.posterior_collapse(0, 0.1)[0] is False  # the threshold itself is not below it
+    healthy, reason = latent.posterior_collapse(5, 24.3)
     assert not healthy and reason == "5 active units, KL = 24.3 nats per image"
-    assert vae.posterior_collapse(2, 0.05)[0] is False  # active units: information flows
-    off, reason = vae.posterior_collapse(0, 3.0)
+    assert latent.posterior_collapse(2, 0.05)[0] is False  # active units: information flows
+    off, reason = latent.posterior_collapse(0, 3.0)
     assert not off and "KL not in the posterior means" in reason
-    assert vae.posterior_collapse(0, 0.3, kl_threshold=0.5)[0] is True
-    assert vae.posterior_collapse(0, math.nan) == (False, "mean KL is nan: no verdict")
-    assert vae.POSTERIOR_COLLAPSE_KL == 0.1 and vae.ACTIVE_UNIT_THRESHOLD == 0.01
+    assert latent.posterior_collapse(0, 0.3, kl_threshold=0.5)[0] is True
+    assert latent.posterior_collapse(0, math.nan) == (False, "mean KL is nan: no verdict")
+    assert latent.POSTERIOR_COLLAPSE_KL == 0.1 and latent.ACTIVE_UNIT_THRESHOLD == 0.01

@@ -1,1 +1,1 @@
-"""aelab's Hydra launcher `hydra/launcher=stacked` (aelab.stacked's sweeps under Hydra)."""
+"""aelab's Hydra launcher `hydra/launcher=stacked` (aelab.stacked.sweep's sweeps under Hydra)."""

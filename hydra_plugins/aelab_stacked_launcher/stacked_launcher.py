@@ -1,5 +1,5 @@
 """`python -m aelab -m ... hydra/launcher=stacked hydra.launcher.stack=8`: the sweep's jobs,
-composed by Hydra, trained as aelab.stacked trains them (stackable runs in groups of at most
+composed by Hydra, trained as aelab.stacked.sweep trains them (stackable runs in groups of at most
 `stack`, one process; the others one after another). Each job's folder, `.hydra/` and
 metrics.json are as under the basic launcher; aelab's SweepOutcome callback then counts them.
 A refused input (stack < 1, no run that can be stacked) prints `aelab: error:` and exits 2.
@@ -54,9 +54,9 @@ class StackedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
         from aelab.errors import AelabError
-        from aelab.loggers import swept_keys
-        from aelab.reliability import read_metrics
-        from aelab.stacked import Sweep, train_sweep
+        from aelab.stacked.sweep import Sweep, train_sweep
+        from aelab.training.folder import read_metrics
+        from aelab.training.loggers import swept_keys
 
         setup_globals()
         assert self.config is not None

@@ -1,0 +1,363 @@
+"""The Diagnostics callback: blob, collapse, unit, gradient and rank metrics in TensorBoard.
+
+Every `every_n_epochs` epochs (and after the last), in eval mode without gradients, on
+the fixed probe set (the first `probe_size` validation images) it logs:
+
+- `blob/{ev,r,d,mse,bce_excess}` and `blob/mean_image/...`, the same for the constant
+  prediction x_bar (the training mean image): the "blob line";
+- `collapse/{norm_ratio,change,max_abs,shrunk_units}/W<i>` per layer, weight histograms
+  `collapse/weights/W<i>` and the first layer's weights as tiles, `collapse/W1_filters`;
+- `units/{saturation,dead,input_dependence}/h<i>` per hidden layer (saturation for sigmoid
+  and tanh, dead for ReLU-like units), `units/saturation/out` and `units/exact_bound/out`;
+- `rank/code` and `rank/W1`, the effective ranks of the codes and of W1;
+- a VAE (model.variational=true), from the posterior means and log-variances of the probe:
+  `latent/kl/z<i>` (the KL each latent dimension spends, nats per image; up to
+  LATENT_SCALARS dimensions, else the histogram `latent/kl`), `latent/kl_total`,
+  `latent/active_units` (Burda et al.'s count) and `latent/mutual_information` (I_q(x; z),
+  at most log(probe_size)); the verdict `posterior_collapse` comes from them;
+- `grads/norm/W<i>`, ||dL/dW<i>||_F, and `grads/update_ratio/W<i>`, the realised step
+  ||W_t - W_{t-1}||_F / ||W_{t-1}||_F, each the mean over one optimiser step in every
+  `sample_every` since the last measurement, accumulated as tensors on the device (no host
+  sync per step). The step sampled is the first in each window of `sample_every` steps
+  (Lightning's optimizer hooks see every step, whatever `steps_per_call`). The mean of every
+  10th step estimates the epoch mean at ~0.1 % of the cost of a CPU step.
+
+The TensorBoard step is the number of training epochs completed (0 is the initialisation).
+`summary()` gives the verdict and the final numbers that train.py writes to metrics.json.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from aelab.diagnostics import latent
+from aelab.diagnostics import metrics as dg
+from aelab.diagnostics import verdict as verdicts
+from aelab.diagnostics.images import add_png_image, tile
+from aelab.errors import ConfigError
+from aelab.losses import elbo
+from aelab.models import unit_rows
+from aelab.training.callbacks import tensorboard
+
+RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU, nn.SELU, nn.ReLU6)
+SATURATION_THRESHOLDS = {nn.Sigmoid: dg.SIGMOID_SATURATION, nn.Tanh: dg.TANH_SATURATION}
+OUTPUT_BOUNDS = {nn.Sigmoid: (0.0, 1.0), nn.Tanh: (-1.0, 1.0)}
+LATENT_SCALARS = 64  # latent/kl/z<i> for codes up to this size; a histogram beyond
+MI_SEED = 0  # the z samples of the mutual-information estimate: the same each measurement
+FILTER_SCALE = 3.0  # tile colour scale: grey is 0, black/white are -/+ 3 rms of the initial W1
+
+
+def add_histogram(writer: Any, tag: str, values: torch.Tensor, step: int, bins: int = 64) -> None:
+    """Log a histogram of `values` in `bins` equal buckets, computed by torch.
+
+    SummaryWriter.add_histogram goes through numpy with ~1500 "tensorflow" buckets; the
+    large record is checksummed in pure Python on TensorBoard's writer thread, which
+    slowed the next training steps down measurably. Non-finite values are skipped.
+    """
+    values = values.detach().flatten().float()
+    if not bool(torch.isfinite(values).all()):
+        return
+    lo, hi, total, squares = torch.stack(
+        [values.min(), values.max(), values.sum(), values.square().sum()]
+    ).tolist()
+    if hi <= lo:
+        hi = lo + 1e-12
+    counts = torch.histc(values, bins=bins, min=lo, max=hi)
+    limits = torch.linspace(lo, hi, bins + 1)[1:]
+    writer.add_histogram_raw(
+        tag, lo, hi, values.numel(), total, squares, limits.tolist(), counts.tolist(), step
+    )
+
+
+def channels_last(z: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) conv pre-activations as (N*H*W, C) samples of C units; (N, units) as is."""
+    return z.movedim(1, -1).reshape(-1, z.shape[1]) if z.dim() > 2 else z
+
+
+def filter_grid(shades: torch.Tensor, min_side: int = 12) -> torch.Tensor:
+    """(units, C, h, w) filter images in [0, 1] as one (C, H, W) grid (C = 1 grey or 3 colour;
+    other channel counts are tiled one grey tile per unit and channel), a square of tiles,
+    small kernels enlarged (nearest) to >= `min_side` pixels."""
+    if shades.shape[1] not in (1, 3):
+        shades = shades.flatten(0, 1).unsqueeze(1)
+    grow = max(1, math.ceil(min_side / max(shades.shape[2:])))
+    cells = shades.repeat_interleave(grow, 2).repeat_interleave(grow, 3)
+    columns = math.ceil(math.sqrt(len(cells)))
+    return tile(cells.flatten(1), columns=columns, pad_value=1.0, shape=tuple(cells.shape[1:]))
+
+
+def _saturation_threshold(act: nn.Module) -> float | None:
+    return next((t for k, t in SATURATION_THRESHOLDS.items() if isinstance(act, k)), None)
+
+
+class Diagnostics(L.Callback):
+    """Measure whether the autoencoder learns or collapses; keep a history for the verdict."""
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        probe_size: int = 1000,
+        shrink_fraction: float = 0.1,
+        sample_every: int = 10,
+        histograms: bool = True,
+        filters: bool = True,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> None:
+        for key, value in (("every_n_epochs", every_n_epochs), ("sample_every", sample_every)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ConfigError(f"callbacks.diagnostics.{key}={value} must be an integer >= 1.")
+        self.sample_every = sample_every
+        self.every_n_epochs, self.probe_size = int(every_n_epochs), int(probe_size)
+        self.shrink_fraction, self.histograms, self.filters = shrink_fraction, histograms, filters
+        self.thresholds = verdicts.Thresholds.from_mapping(thresholds)
+        self.history: dict[str, list[float]] = {}
+        self.w0: list[torch.Tensor] | None = None
+        self._measured_step = -1  # trainer.global_step of the last measurement
+        self._reset_accumulators()
+
+    # ------------------------------------------------------------ state (kept on resume)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "w0": self.w0, "measured_step": self._measured_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.w0 = state["w0"]
+        self._measured_step = state.get("measured_step", -1)
+
+    # ------------------------------------------------------------ per step: no host sync
+
+    def _reset_accumulators(self) -> None:
+        self._grad_sum: list[torch.Tensor] | None = None  # one 0-dim tensor per layer
+        self._update_sum: list[torch.Tensor] | None = None
+        self._prev: list[torch.Tensor] | None = None
+        self._grad_steps = self._update_steps = 0
+        self._window = -1  # trainer.global_step // sample_every at the last sample
+        self._stepped = False
+
+    def samples_before_step(self, global_step: int) -> bool:
+        """Whether `on_before_optimizer_step` at `global_step` reads anything: the first step
+        of a sampling window (its gradients) or the step after a sampled one (its update)."""
+        return global_step // self.sample_every != self._window or self._stepped
+
+    @property
+    def measures_update(self) -> bool:
+        """A sampled step whose realised update the next hook measures."""
+        return self._stepped
+
+    @staticmethod
+    def _weights(pl_module: L.LightningModule) -> list[torch.Tensor]:
+        """Each weight layer's weights as (units, fan-in) rows (conv kernels flattened)."""
+        return [unit_rows(layer.weight.detach(), layer) for layer in pl_module.net.weight_layers()]
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        self._measure_update(pl_module)  # a sampled previous step: its update is done now
+        window = trainer.global_step // self.sample_every
+        if window == self._window:  # one sample per `sample_every` steps, the first hook in it
+            return
+        self._window = window
+        grads = [layer.weight.grad for layer in pl_module.net.weight_layers()]
+        if any(g is None for g in grads):
+            return
+        norms = dg.frobenius_norms(grads)
+        if self._grad_sum is None:
+            self._grad_sum = norms
+        else:
+            torch._foreach_add_(self._grad_sum, norms)
+        self._grad_steps += 1
+        weights = self._weights(pl_module)  # this step's update is measured: keep W_{t-1}
+        if self._prev is None:
+            self._prev = [w.clone() for w in weights]
+        else:
+            torch._foreach_copy_(self._prev, weights)
+        self._stepped = True
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        self._measure_update(pl_module)
+
+    def _measure_update(self, pl_module: L.LightningModule) -> None:
+        """The sampled step's realised update, at the first hook after it: the next step's
+        on_before_optimizer_step or, when it was a batch's last step, the batch's end."""
+        if not self._stepped:
+            return
+        self._stepped = False
+        ratios = dg.update_ratios(self._weights(pl_module), self._prev)
+        if self._update_sum is None:
+            self._update_sum = ratios
+        else:
+            torch._foreach_add_(self._update_sum, ratios)
+        self._update_steps += 1
+
+    # ------------------------------------------------------------ per epoch
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.w0 is None:
+            self.w0 = [w.clone() for w in self._weights(pl_module)]
+        self.w0 = [w.to(pl_module.device) for w in self.w0]
+        # fixed for the whole run: x_bar, the probe, its targets, their entropy, the blob line
+        self._mean_image = self._training_mean(trainer, pl_module)
+        self._probe = trainer.datamodule.probe(self.probe_size)
+        self._target = pl_module.normalization.decode(self._probe)
+        self._entropy = dg.target_entropy(self._target)
+        baseline = dg.mean_image_baseline(self._target, self._mean_image)
+        self._baseline = {f"blob/mean_image/{k}": v for k, v in baseline.items()}
+        self._reset_accumulators()
+        if not self.history:
+            self._measure(trainer, pl_module, epochs_done=0)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            self.history.setdefault("loss", []).append(float(loss))
+        done = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= done
+        if done % self.every_n_epochs == 0 or last or trainer.should_stop:
+            self._measure(trainer, pl_module, epochs_done=done)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._measured_step:  # stopped between two measurements
+            epochs = self.history.get("epoch") or [0]
+            self._measure(trainer, pl_module, epochs_done=int(epochs[-1]) + 1)
+
+    @staticmethod
+    def _training_mean(trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+        """x_bar in pixel units: the mean of the decoded training split (in chunks)."""
+        train = trainer.datamodule.splits["train"]
+        decode = pl_module.normalization.decode
+        total = sum(decode(chunk).sum(0, dtype=torch.float64) for chunk in train.split(8192))
+        return (total / len(train)).float().to(pl_module.device)
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int) -> None:
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            scalars = self._scalars(pl_module)
+        pl_module.train(was_training)
+        self._measured_step = trainer.global_step
+        values = torch.stack([v.float() for v in scalars.values()]).tolist()  # one sync
+        self.history.setdefault("epoch", []).append(float(epochs_done))
+        for key, value in zip(scalars, values):
+            self.history.setdefault(key, []).append(value)
+        writer = tensorboard(trainer)
+        if writer is not None:
+            for key, value in zip(scalars, values):
+                writer.add_scalar(key, value, global_step=epochs_done)
+            self._log_weights(writer, pl_module, epochs_done)
+
+    def _scalars(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+        net, probe, target = pl_module.net, self._probe, self._target
+        pre, post = net.trace(probe)
+        pred = self.prediction(pl_module, pre[-1], post[-1])
+        logits = pre[-1] if getattr(pl_module, "bce_from_logits", False) else None
+        blob = dg.blob_metrics(pred, target, self._mean_image, logits, self._entropy)
+        out = {f"blob/{k}": v for k, v in blob.items()} | self._baseline
+
+        for i, (w, w0) in enumerate(zip(self._weights(pl_module), self.w0), start=1):
+            out[f"collapse/norm_ratio/W{i}"] = dg.norm_ratio(w, w0)
+            out[f"collapse/change/W{i}"] = dg.relative_change(w, w0)
+            out[f"collapse/max_abs/W{i}"] = dg.max_abs(w)
+            out[f"collapse/shrunk_units/W{i}"] = dg.shrunk_fraction(w, w0, self.shrink_fraction)
+
+        acts = net.activations()
+        for i, (z, a, act) in enumerate(zip(pre, post, acts), start=1):
+            name = "out" if i == len(acts) else f"h{i}"
+            threshold = _saturation_threshold(act)
+            if threshold is not None:
+                out[f"units/saturation/{name}"] = dg.saturation_fraction(z, threshold)
+            if name == "out":
+                bounds = next((b for k, b in OUTPUT_BOUNDS.items() if isinstance(act, k)), None)
+                if bounds is not None:
+                    out["units/exact_bound/out"] = dg.exact_bound_count(a, *bounds)
+                continue
+            if isinstance(act, RELU_LIKE):  # a conv unit is a channel, dead at every position
+                out[f"units/dead/{name}"] = dg.dead_fraction(channels_last(z))
+            out[f"units/input_dependence/{name}"] = dg.input_dependence(a.flatten(1))
+
+        out["rank/code"] = dg.effective_rank(post[net.code_layer])
+        out["rank/W1"] = dg.effective_rank(self._weights(pl_module)[0])
+
+        if net.variational:
+            out |= self._latent(net, probe)
+
+        if self._grad_sum is not None:
+            for i, total in enumerate(self._grad_sum, start=1):
+                out[f"grads/norm/W{i}"] = total / self._grad_steps
+        if self._update_sum is not None:
+            for i, total in enumerate(self._update_sum, start=1):
+                out[f"grads/update_ratio/W{i}"] = total / self._update_steps
+        self._reset_accumulators()
+        return out
+
+    def _latent(self, net: nn.Module, probe: torch.Tensor) -> dict[str, torch.Tensor]:
+        mu, logvar = net.posterior(probe)
+        per_dim = elbo.kl_per_dimension(mu, logvar)
+        out = {}
+        if len(per_dim) <= LATENT_SCALARS:
+            out = {f"latent/kl/z{i}": kl for i, kl in enumerate(per_dim, start=1)}
+        self._latent_kl = per_dim
+        generator = torch.Generator(mu.device).manual_seed(MI_SEED)
+        out |= {
+            "latent/kl_total": per_dim.sum(),
+            "latent/active_units": latent.active_units(mu).float(),
+            "latent/mutual_information": latent.mutual_information(mu, logvar, generator=generator),
+        }
+        return out
+
+    @staticmethod
+    def prediction(
+        pl_module: L.LightningModule, logits: torch.Tensor, output: torch.Tensor
+    ) -> torch.Tensor:
+        """What `pl_module.reconstruct` returns (pixel units), from a forward pass already made."""
+        return pl_module.normalization.decode(pl_module.loss_fn.prediction(logits, output))
+
+    def _log_weights(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
+        weights = self._weights(pl_module)
+        if self.histograms:
+            for i, w in enumerate(weights, start=1):
+                add_histogram(writer, f"collapse/weights/W{i}", w, step)
+        latent_kl = getattr(self, "_latent_kl", None)
+        if latent_kl is not None and len(latent_kl) > LATENT_SCALARS:
+            add_histogram(writer, "latent/kl", latent_kl, step)
+        if self.filters:
+            filters = pl_module.net.first_layer_filters()  # (units, C, h, w)
+            scale = FILTER_SCALE * self.w0[0].square().mean().sqrt()
+            shades = (0.5 + 0.5 * filters / scale).clamp(0, 1).nan_to_num(0.5)
+            add_png_image(writer, "collapse/W1_filters", filter_grid(shades.cpu()), step)
+
+    # ------------------------------------------------------------ the run's verdict
+
+    def summary(self, diverged: str | None = None) -> dict[str, Any]:
+        """`verdict`, `verdict_reason`, the last measurement (`diagnostics`) and the history.
+
+        `diverged`: why the run was stopped as diverged (a non-finite loss caught before it
+        reached the history); the verdict is then `diverged` whatever the numbers say.
+        A VAE's verdict is `posterior_collapse` (`aelab.latent.posterior_collapse`: no active
+        unit and a KL below 0.1 nats per image at the last measurement) unless it diverged;
+        it comes before collapsed, frozen, blob and healthy, which a collapsed posterior
+        (a decoder that ignores z and draws the mean image) would otherwise be called.
+        """
+        name, reason = verdicts.verdict(self.history, self.thresholds)
+        au, kl = self.history.get("latent/active_units"), self.history.get("latent/kl_total")
+        if name != "diverged" and au and kl:
+            collapsed, why = latent.posterior_collapse(int(au[-1]), kl[-1])
+            if collapsed:
+                name, reason = "posterior_collapse", why
+        if diverged:
+            name, reason = "diverged", diverged
+        final = {k: v[-1] for k, v in self.history.items() if v and k != "loss"}
+        return {
+            "verdict": name,
+            "verdict_reason": reason,
+            "diagnostics": final,
+            "diagnostics_history": self.history,
+        }

@@ -1,0 +1,1 @@
+"""Stacked sweeps: many runs trained as one batched model (`hydra/launcher=stacked`)."""

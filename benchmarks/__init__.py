@@ -1,0 +1,1 @@
+"""Benchmarks outside the wheel: `python -m benchmarks.bench` from the repository root."""
