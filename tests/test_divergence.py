@@ -14,7 +14,7 @@ import torch
 from faults import faults_on_path  # noqa: F401 - autouse: subprocesses import faults
 
 from aelab.sweeps.outcome import summarize_outcome, sweep_statuses
-from aelab.training.folder import divergence_causes
+from aelab.training.divergence import divergence_causes
 from aelab.training.run import run
 
 from conftest import compose_config, run_cli

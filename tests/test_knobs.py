@@ -7,11 +7,11 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from aelab.config.validate import check_compatible
 from aelab.data.normalization import Standard, Unit
 from aelab.errors import ConfigError
 from aelab.losses import BCE, MSE
 from aelab.models import EncoderDecoder, init_normal, mlp_autoencoder
-from aelab.config.validate import check_compatible
 from aelab.training.build import build
 from aelab.training.module import Autoencoder
 from aelab.training.run import run

@@ -14,8 +14,6 @@ from aelab.data.domains import REAL, UNIT
 from aelab.errors import ConfigError
 from aelab.losses import (
     BCE,
-    CB_LOG_NORM_TAYLOR,
-    CB_MEAN_TAYLOR,
     L1,
     MSE,
     BCEExcess,
@@ -34,6 +32,7 @@ from aelab.losses import (
     cb_mean,
     reduce,
 )
+from aelab.losses.reconstruction import CB_LOG_NORM_TAYLOR, CB_MEAN_TAYLOR
 
 LOSS_FILES = sorted((Path(CONFIG_DIR) / "loss").glob("*.yaml"))
 

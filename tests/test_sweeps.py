@@ -16,6 +16,7 @@ import joblib
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.image import imread
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -43,6 +44,12 @@ def sweep_params(name: str) -> dict[str, str]:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"+sweep={name}"], return_hydra_config=True)
     return {k: str(v) for k, v in cfg.hydra.sweeper.params.items()}
+
+
+def axis_length(key: str, values: str) -> int:
+    """How many values a sweep axis takes, as Hydra parses it (`[256,64],[64,32]` is two)."""
+    override = OverridesParser.create().parse_overrides([f"{key}={values}"])[0]
+    return len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
 
 
 def run_folders(sweep: Path) -> dict[str, Path]:
@@ -89,15 +96,15 @@ def test_sweeps_folder_has_the_three_named_sweeps():
 def test_every_planned_run_gets_its_own_folder(name):
     params = sweep_params(name)
     size = 1
-    for values in params.values():
-        size *= len(values.split(","))
+    for key, values in params.items():
+        size *= axis_length(key, values)
     alone = plan_runs(params, [f"+sweep={name}"])
     assert len(alone) == size and len({f for _, f in alone}) == size
     assert all("sweep" not in folder for _, folder in alone)
     # the command line replaces the file's axis of the same key, or adds one
     key = next(iter(params))
     replaced = plan_runs(params, [f"+sweep={name}", f"{key}=X"])
-    assert len(replaced) == size // len(params[key].split(","))
+    assert len(replaced) == size // axis_length(key, params[key])
     assert all(f"{key}=X" in folder.split(",") for _, folder in replaced)
     axis = "l2_penalty" if "l2_penalty" not in params else "init.std"  # not one of the file's
     extra = plan_runs(params, [f"+sweep={name}", f"{axis}=0,0.1"])

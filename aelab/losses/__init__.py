@@ -25,6 +25,7 @@ from aelab.losses.reconstruction import (
     binary_entropy,
     cb_log_norm,
     cb_mean,
+    reduce,
 )
 
 __all__ = [
@@ -32,5 +33,5 @@ __all__ = [
     "ContinuousBernoulli", "DoubleSigmoidBCE", "GaussianNLL", "Huber",
     "NaivePositiveCrossEntropy", "ReconstructionLoss", "SoftmaxPixelCrossEntropy",
     "SwappedLogitsBCE", "SwappedProbabilityBCE", "UnclampedProbabilityBCE", "binary_entropy",
-    "cb_log_norm", "cb_mean",
+    "cb_log_norm", "cb_mean", "reduce",
 ]

@@ -3,4 +3,5 @@ aelab.stacked.sweep."""
 
 from aelab.stacked.sweep import cli
 
-cli()
+if __name__ == "__main__":
+    cli()
