@@ -1,11 +1,12 @@
 """Benchmarks, each a ratio of two times measured in the same run: `python -m benchmarks.bench`.
 
-    python -m benchmarks.bench                # every figure but the sweep (about 5 minutes on 2 cores)
-    python -m benchmarks.bench --only epoch   # one figure
-    python -m benchmarks.bench --sweep        # also the 8-run MNIST grid, sequential vs joblib, and
-                                         # the bound the machine sets (two 1-thread hand loops)
-    python -m benchmarks.bench --stacked      # only: K = 4, 8, 16 seed nets stacked (python -m aelab.stacked)
-                                         # vs the same K runs in a row, and vs joblib (K = 8)
+    python -m benchmarks.bench               # every figure but the sweep (~5 minutes, 2 cores)
+    python -m benchmarks.bench --only epoch  # one figure
+    python -m benchmarks.bench --sweep       # also the 8-run MNIST grid, sequential vs joblib,
+                                             # and the bound the machine sets (2 1-thread loops)
+    python -m benchmarks.bench --stacked     # only: K = 4, 8, 16 seed nets stacked
+                                             # (python -m aelab.stacked) vs the same K runs in
+                                             # a row, and vs joblib (K = 8)
 
 Timed runs are repeated (--repeat) and interleaved, the two sides of a ratio alternating,
 and each side's median is reported, so that a burst of load on a shared machine hits both.

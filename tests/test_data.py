@@ -15,23 +15,37 @@ from aelab.data.normalization import (
     Symmetric,
     Unit,
 )
-from aelab.data.sources import read_idx_images, synthetic_images
+from aelab.data.sources import load_torchvision_images, synthetic_images
 from aelab.errors import ConfigError, DataError
 
 
 def write_idx(path, images: torch.Tensor, truncate: int = 0) -> None:
-    n, r, c = images.shape
-    raw = struct.pack(">IIII", 2051, n, r, c) + images.to(torch.uint8).numpy().tobytes()
+    """An IDX file: images (N, R, C) with magic 2051, or labels (N,) with magic 2049."""
+    shape = tuple(images.shape)
+    magic = 2051 if len(shape) == 3 else 2049
+    raw = struct.pack(f">I{len(shape)}I", magic, *shape) + images.to(torch.uint8).numpy().tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(raw[: len(raw) - truncate])
 
 
-def test_read_idx_roundtrip_and_truncation(tmp_path):
-    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
-    write_idx(tmp_path / "ok", images)
-    assert torch.equal(read_idx_images(tmp_path / "ok"), images)
-    write_idx(tmp_path / "short", images, truncate=100)
-    with pytest.raises(DataError, match="truncated or corrupt"):
-        read_idx_images(tmp_path / "short")
+def fake_mnist(root, train: torch.Tensor, test: torch.Tensor, truncate: int = 0) -> None:
+    raw = root / "MNIST" / "raw"
+    for prefix, images in (("train", train), ("t10k", test)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images,
+                  truncate if prefix == "train" else 0)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.zeros(len(images)))
+
+
+def test_torchvision_reads_the_idx_files_and_a_truncated_one_is_named(tmp_path):
+    train = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    test = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    fake_mnist(tmp_path / "ok", train, test)
+    images = load_torchvision_images("mnist", tmp_path / "ok", download=False)
+    assert torch.equal(images["train"], train) and torch.equal(images["test"], test)
+    fake_mnist(tmp_path / "short", train, test, truncate=100)
+    with pytest.raises(DataError, match="train-images-idx3-ubyte and train-labels-idx1-ubyte "
+                       "cannot be read .*truncated or corrupt. Delete them and download"):
+        load_torchvision_images("mnist", tmp_path / "short", download=False)
 
 
 def test_batches_cover_every_sample_once_and_reshuffle_per_epoch():

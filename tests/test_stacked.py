@@ -181,7 +181,8 @@ def test_plan_splits_activations_and_widths_and_leaves_conv_alone(tmp_path, caps
     assert len(plan.groups) == 1 and len(plan.single) == 1
     text = describe_plan(plan, ["data=synthetic,model=conv", "data=synthetic,model=mlp"], 8)
     assert "group 1 (1 runs): model=mlp" in text
-    assert "single: model=conv (cannot be stacked: model.encoder is aelab.models.ConvEncoder" in text
+    assert ("single: model=conv (cannot be stacked: model.encoder is "
+            "aelab.models.ConvEncoder") in text
     timed = plan_jobs([*TINY, "+callbacks.timer._target_=benchmarks.timing.EpochTimer",
                        "+callbacks.timer.dirpath=.", "seed=0,1"],
                       [f"hydra.sweep.dir={tmp_path}/timed"]).jobs

@@ -1,5 +1,6 @@
-"""aelab.analysis.summarize on hand-made run folders with known numbers: the table, the grouping over
-seeds, runs that failed or are unfinished, generic verdict/diagnostics columns, the plots."""
+"""aelab.analysis.summarize on hand-made run folders with known numbers: the table, the
+grouping over seeds, runs that failed or are unfinished, generic verdict/diagnostics
+columns, the plots."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The VAE math (aelab.losses.elbo, aelab.diagnostics.latent) and the losses' likelihoods, against closed forms and torch."""
+"""The VAE math (aelab.losses.elbo, aelab.diagnostics.latent) and the losses' likelihoods,
+against closed forms and torch."""
 
 import math
 

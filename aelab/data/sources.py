@@ -1,14 +1,14 @@
-"""Image sources as uint8 tensors: MNIST and Fashion-MNIST from IDX files, and a synthetic set.
+"""Image sources as uint8 tensors: MNIST and Fashion-MNIST through torchvision's datasets,
+and a synthetic set.
 
-The IDX files are read whole into one tensor (no per-sample Python, no PIL).
-When they are missing, torchvision is asked to download them; offline, the
-error names the folder searched, the files expected and the two fixes.
+torchvision reads the IDX files whole (no per-sample Python, no PIL). When they are missing,
+torchvision is asked to download them; offline, the error names the folder searched, the
+files expected and the two fixes; a file torchvision cannot read is named with the fix.
 """
 
 from __future__ import annotations
 
 import shutil
-import struct
 from pathlib import Path
 
 import torch
@@ -17,34 +17,17 @@ from aelab.errors import DataError
 
 # dataset name -> torchvision class name (its folder under the data root)
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-IMAGE_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
-IDX_IMAGE_MAGIC = 2051
-
-
-def read_idx_images(path: Path) -> torch.Tensor:
-    """Read an IDX3 image file into a uint8 tensor (N, rows, cols), checking its size."""
-    raw = path.read_bytes()
-    if len(raw) < 16:
-        raise DataError(f"{path} is truncated ({len(raw)} bytes, the header alone is 16).")
-    magic, n, rows, cols = struct.unpack(">IIII", raw[:16])
-    if magic != IDX_IMAGE_MAGIC:
-        raise DataError(f"{path} is not an IDX image file (magic number {magic}, expected 2051).")
-    expected = 16 + n * rows * cols
-    if len(raw) != expected:
-        raise DataError(
-            f"{path} is truncated or corrupt: {len(raw)} bytes, its header promises {expected} "
-            f"({n} images of {rows}x{cols}). Delete it and download it again."
-        )
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=16).view(n, rows, cols)
+RAW_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
 def _missing_message(name: str, raw_dir: Path, reason: str) -> str:
-    files = ", ".join(IMAGE_FILES.values())
+    files = ", ".join(f for pair in RAW_FILES.values() for f in pair)
     return (
         f"Dataset '{name}' not found: searched {raw_dir} for {files} ({reason}).\n"
         f"Fix it one of two ways:\n"
         f"  1. point data.root (or the AELAB_DATA_DIR environment variable) at a folder that holds "
-        f"{raw_dir.parent.name}/raw/<those files>, e.g. AELAB_DATA_DIR=../shared/data;\n"
+        f"{raw_dir.parent.name}/raw/<those files>, e.g. AELAB_DATA_DIR=$HOME/data;\n"
         f"  2. run once with internet access and data.download=true, so torchvision downloads "
         f"them into {raw_dir.parent.parent}."
     )
@@ -60,12 +43,25 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _download(name: str, root: Path) -> None:
+def _dataset(name: str):
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, TORCHVISION_NAMES[name])
-    for train in (True, False):
-        cls(str(root), train=train, download=True)
+    return getattr(tvd, TORCHVISION_NAMES[name])
+
+
+def _read(name: str, root: Path, train: bool) -> torch.Tensor:
+    """One official split's images through torchvision; DataError naming the files if they
+    cannot be read (torchvision's own message is a bare reshape or int() error)."""
+    try:
+        return _dataset(name)(str(root), train=train, download=False).data
+    except Exception as exc:  # RuntimeError (a shape), ValueError (a header), ...
+        raw_dir = root / TORCHVISION_NAMES[name] / "raw"
+        files = " and ".join(RAW_FILES["train" if train else "test"])
+        raise DataError(
+            f"{raw_dir}: {files} cannot be read ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}): a file "
+            f"is truncated or corrupt. Delete them and download them again."
+        ) from None
 
 
 def load_torchvision_images(name: str, root: str | Path, download: bool) -> dict[str, torch.Tensor]:
@@ -74,19 +70,19 @@ def load_torchvision_images(name: str, root: str | Path, download: bool) -> dict
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root={root} is not a directory; point data.root at a folder.")
     raw_dir = root / TORCHVISION_NAMES[name] / "raw"
-    paths = {split: raw_dir / f for split, f in IMAGE_FILES.items()}
-    if not all(p.is_file() for p in paths.values()):
+    if not all((raw_dir / f).is_file() for pair in RAW_FILES.values() for f in pair):
         if not download:
             raise DataError(_missing_message(name, raw_dir, "data.download=false"))
         created = _first_missing(raw_dir)
         try:
-            _download(name, root)
+            for train in (True, False):
+                _dataset(name)(str(root), train=train, download=True)
         except Exception as exc:  # offline: URLError, HTTPError, RuntimeError from torchvision
             if created is not None:  # the folders torchvision made for the files it did not get
                 shutil.rmtree(created, ignore_errors=True)
             reason = f"download failed: {type(exc).__name__}: {exc}"
             raise DataError(_missing_message(name, raw_dir, reason)) from None
-    return {split: read_idx_images(p) for split, p in paths.items()}
+    return {"train": _read(name, root, True), "test": _read(name, root, False)}
 
 
 def synthetic_images(n: int, seed: int, size: int = 28, blobs: int = 3) -> torch.Tensor:

@@ -3,9 +3,9 @@
 Conventions: `pred` and `target` are (N, P) tensors in [0, 1] pixel units, `mean_image`
 is the (P,) training mean image x_bar; a weight `w` is an nn.Linear weight of shape
 (units, inputs), so row i holds the incoming weights of unit i; activations are
-(samples, units). Every metric returns a 0-dim tensor on the inputs' device; `aelab.diagnostics.verdict`
-works on their histories.
-See the README section "Diagnostics and verdicts" for what each number means.
+(samples, units). Every metric returns a 0-dim tensor on the inputs' device;
+`aelab.diagnostics.verdict` works on their histories. docs/diagnostics.md says what each
+number means.
 """
 
 from __future__ import annotations

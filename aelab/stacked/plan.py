@@ -26,7 +26,8 @@ STACK_FREE_KEYS = ("seed", "loss", "init", "l2_penalty", "paths", "resume", "opt
                    "normalization", "allow_out_of_range_targets")
 LOSSES_WITH_PARAMETERS = ("aelab.losses.GaussianNLL",)
 # the callbacks a stacked group runs per slot (the progress bar: one line per group epoch)
-CALLBACKS = ("aelab.training.callbacks.ReconstructionGrid", "aelab.training.callbacks.LastCheckpoint",
+CALLBACKS = ("aelab.training.callbacks.ReconstructionGrid",
+             "aelab.training.callbacks.LastCheckpoint",
              "aelab.training.callbacks.progress_bar", "aelab.diagnostics.callback.Diagnostics")
 # element-wise optimisers whose step is lr x an lr-free update (see stacked_train.LrScale)
 OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop",
