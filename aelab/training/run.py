@@ -1,8 +1,9 @@
 """One run: compose -> validate -> build -> train -> record (metrics.json, HParams).
 
 Reliability (aelab.training.folder, aelab.config.resume): bad input is refused before
-anything but the log is written; resume=true skips finished runs and continues from last.ckpt; a non-finite
-loss ends the run as "diverged"; SIGINT/SIGTERM and crashes are recorded in metrics.json.
+anything but the log is written; resume=true skips finished runs and continues from
+last.ckpt; a non-finite loss ends the run as "diverged"; SIGINT/SIGTERM and crashes are
+recorded in metrics.json.
 """
 
 from __future__ import annotations
