@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -306,10 +307,28 @@ RUN_STACKED = ('sys.argv = ["aelab.stacked", *sys.argv[1:]]; '
 TINY_DATA = ["data=synthetic", "data.train_size=256", "data.val_size=64", "data.test_size=64"]
 
 
-def per_model_epoch(code: str, args: list[str], model_epochs: int) -> float:
-    """Wall seconds of a child sweep (in a fresh folder) per model-epoch."""
+def per_model_epoch(code: str, args: list[str], model_epochs: int,
+                    results: dict[str, float] | None = None) -> float:
+    """Wall seconds of a child sweep (in a fresh folder) per model-epoch; each run's final
+    val/mse goes into `results` (run folder -> value) when given, epochs checked."""
     with tempfile.TemporaryDirectory() as cwd:
-        return peak_rss_run(code, [*args, "hydra.sweep.dir=sweep"], cwd)[0] / model_epochs
+        seconds = peak_rss_run(code, [*args, "hydra.sweep.dir=sweep"], cwd)[0]
+        if results is not None:
+            results.update(sweep_results(Path(cwd) / "sweep", model_epochs))
+        return seconds / model_epochs
+
+
+def sweep_results(sweep: Path, model_epochs: int) -> dict[str, float]:
+    """Run folder -> final val/mse of a finished sweep; refuses a sweep whose runs did not all
+    complete or whose epochs do not add up to `model_epochs` (then a ratio would compare
+    different work)."""
+    found = {p.parent.relative_to(sweep).as_posix(): json.loads(p.read_text())
+             for p in sweep.rglob("metrics.json")}
+    epochs = sum(m["epochs"] for m in found.values())
+    if any(m["status"] != "completed" for m in found.values()) or epochs != model_epochs:
+        raise SystemExit(f"bench: the sweep in {sweep} did not complete {model_epochs} "
+                         f"model-epochs ({epochs}); no figure")
+    return {name: m["val"]["mse"] for name, m in found.items()}
 
 
 def bench_stacked(root: str, epochs: int, repeat: int, ks: list[int], data: str) -> None:
@@ -323,11 +342,17 @@ def bench_stacked(root: str, epochs: int, repeat: int, ks: list[int], data: str)
     for k in ks:
         grid = [*common, "seed=" + ",".join(str(s) for s in range(k))]
         runs = k * epochs
+        mine: dict[str, float] = {}
+        theirs: dict[str, float] = {}
         stacked, in_row = interleaved(
-            lambda: per_model_epoch(RUN_STACKED, [*grid, f"stack={k}"], runs),  # noqa: B023
-            lambda: per_model_epoch(RUN_AELAB, ["-m", *grid], runs), repeat)  # noqa: B023
+            lambda: per_model_epoch(RUN_STACKED, [*grid, f"stack={k}"], runs, mine),  # noqa: B023
+            lambda: per_model_epoch(RUN_AELAB, ["-m", *grid], runs, theirs), repeat)  # noqa: B023
         report(f"K={k} stacked / in a row, s/model-epoch", stacked, in_row, "stacked",
                "in a row", "<= 0.71x (1.4x throughput)" if k == 8 else "")
+        same = max(abs(mine[f] - theirs[f]) / abs(theirs[f]) for f in theirs) \
+            if set(mine) == set(theirs) else math.inf
+        print(f"  same work: {len(theirs)} runs x {epochs} epochs each side, final val/mse "
+              f"max relative difference {same:.2e}", flush=True)
         if k == 8:
             joblib = per_model_epoch(RUN_AELAB, ["-m", *grid, "hydra/launcher=joblib",
                                                  "hydra.launcher.n_jobs=2"], runs)

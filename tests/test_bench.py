@@ -1,4 +1,5 @@
-"""The benchmark module runs and prints ratios with both absolute times (no timing asserted)."""
+"""The benchmark module runs, prints ratios with both absolute times (no timing asserted), and
+checks that both sides of a ratio did the same work."""
 
 from __future__ import annotations
 
@@ -53,5 +54,8 @@ def test_bench_stacked_prints_its_ratio_on_tiny_synthetic_sweeps():
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = ratios(proc.stdout)
     assert set(found) == {"K=2 stacked / in a row, s/model-epoch"}
-    for ours, base, ratio in found.values():
-        assert ours > 0 and base > 0 and ratio == pytest.approx(ours / base, abs=0.01)
+    # both sides did the same work: 2 runs x 2 epochs each, with the same results (a stacked
+    # run equals its single run on the CPU), so the ratio compares like with like
+    same = re.search(r"same work: 2 runs x 2 epochs each side, final val/mse max relative "
+                     r"difference (\S+)", proc.stdout)
+    assert same and float(same.group(1)) < 1e-5, proc.stdout

@@ -5,10 +5,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from aelab.diagnostics.verdict import VERDICTS
+from aelab.diagnostics import metrics as dg
+from aelab.diagnostics.verdict import VERDICTS, verdict
+from aelab.training.build import build
 from aelab.training.run import run
 
 from conftest import TINY
@@ -72,7 +75,23 @@ def test_logged_numbers_make_sense(sigmoid_run):
     assert at["blob/ev"][2] > at["blob/ev"][0]  # training improves on the initial output
     assert 0 < at["rank/W1"][0] <= 100 and 1 <= at["rank/code"][2] <= 50
     assert at["units/exact_bound/out"][0] == 0.0
-    assert 0 <= at["units/saturation/h1"][2] <= 1
+    assert at["units/saturation/h1"][2] == pytest.approx(
+        recomputed(sigmoid_run[0], [*TINY, "trainer.max_epochs=2"], dg.saturation_fraction),
+        abs=1e-6)
+
+
+def recomputed(folder, overrides: list[str], metric) -> float:
+    """`metric` of the first hidden layer's pre-activations on the probe set (the first
+    validation images), from the run's last.ckpt: what the Diagnostics callback logged at the
+    end, computed again from the saved weights."""
+    from conftest import compose_config
+
+    parts = build(compose_config(overrides, folder.parent / "again"))
+    checkpoint = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    parts.module.load_state_dict(checkpoint["state_dict"])
+    with torch.no_grad():
+        pre, _ = parts.net.trace(parts.data.probe(1000))
+    return metric(pre[0]).item()
 
 
 def test_weight_histograms_and_filter_grid(sigmoid_run):
@@ -95,7 +114,8 @@ def test_verdict_and_final_numbers_in_metrics_json(sigmoid_run):
     folder, result, acc = sigmoid_run
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["verdict"] in VERDICTS and saved["verdict"] == result["verdict"]
-    assert saved["verdict_reason"]
+    # the recorded verdict is the rule's answer on the recorded history
+    assert (saved["verdict"], saved["verdict_reason"]) == verdict(saved["diagnostics_history"])
     final = saved["diagnostics"]
     assert final["epoch"] == 2
     assert final["blob/ev"] == pytest.approx(scalars(acc, "blob/ev")[2], abs=1e-6)
@@ -114,17 +134,21 @@ def test_relu_units_every_n_epochs_and_no_logger(make_config, tmp_path):
         "callbacks.diagnostics.every_n_epochs=2",
         "callbacks.diagnostics.histograms=false",
     )
-    run(cfg)
+    result = run(cfg)
     acc = events(tmp_path / "run")
     tags = set(acc.Tags()["scalars"])
     assert {f"units/dead/{h}" for h in HIDDEN} <= tags
     assert not any(t.startswith("units/saturation/h") for t in tags)
     assert sorted(scalars(acc, "blob/ev")) == [0, 2, 3]  # every 2 epochs, and after the last
-    assert 0 <= scalars(acc, "units/dead/h1")[3] <= 1
+    dead = recomputed(tmp_path / "run", [*TINY, "activation=relu", "trainer.max_epochs=3"],
+                      dg.dead_fraction)
+    assert scalars(acc, "units/dead/h1")[3] == pytest.approx(dead, abs=1e-6)
+    assert result["diagnostics"]["units/dead/h1"] == pytest.approx(dead, abs=1e-6)
     assert acc.Tags()["histograms"] == []
 
     quiet = run(make_config(*TINY, "logger=none", name="nolog"))
-    assert quiet["verdict"] in VERDICTS and "blob/ev" in quiet["diagnostics"]
+    assert (quiet["verdict"], quiet["verdict_reason"]) == verdict(quiet["diagnostics_history"])
+    assert "blob/ev" in quiet["diagnostics"]
 
 
 def test_diagnostics_can_be_switched_off(make_config):

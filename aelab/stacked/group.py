@@ -1,18 +1,14 @@
 """Train a group of stackable runs (aelab.stacked.plan) as one StackedMLP, each run in its own
 folder as if it had run alone.
 
-Each run ("slot") is built exactly as `aelab.training.run` builds it (`L.seed_everything(seed)`,
-then `build(cfg)`), so its initial weights, its loss, its normalisation and its batch order
-(a `TensorBatches` seeded by its seed) are the single run's. One Lightning Trainer fits the
-group (aelab.stacked.loop.StackedModule): the StackedMLP takes every training step of all
-slots at once (one optimiser over the stacked parameters: Adam, SGD and RMSprop act element
-by element, so it is K optimisers), and the Trainer's checkpoint becomes each run's
-`last.ckpt` (SlotCheckpoints), which a single `resume=true` run continues. Everything else
-goes through the single run's own objects, fed slot k's weights: the module's validation and
-test, the Diagnostics and ReconstructionGrid callbacks and the FiniteGuard (given a
-`SlotTrainer`, the few Trainer attributes they read), the run's logger, metrics.json and its
-HParams session. A slot whose loss or weights become non-finite is recorded `diverged` and
-masked (its weights and optimiser state zeroed, its loss left out); the others go on.
+Each run ("slot", aelab.stacked.slots) is validated and built exactly as a single run is, so
+its initial weights, loss, normalisation and batch order are the single run's. One Lightning
+Trainer fits the group (aelab.stacked.loop.StackedModule): one optimiser over the stacked
+parameters (Adam, SGD and RMSprop act element by element: K optimisers), and its checkpoint
+becomes each run's `last.ckpt`, which a single `resume=true` run continues. Validation, test,
+the callbacks, the logger, metrics.json and the HParams session go through each run's own
+objects, fed slot k's weights. A slot whose loss or weights become non-finite is recorded
+`diverged` and masked; the others go on.
 """
 
 from __future__ import annotations
