@@ -24,7 +24,7 @@ def test_seed_network_learns_mnist(make_config, mnist_root, loss):
 @pytest.mark.parametrize("loss", ["mse", "bce"])
 def test_conv_autoencoder_learns_mnist_in_5_epochs(make_config, mnist_root, loss):
     """model=conv's defaults (32-64 channels, code 32) with ReLU units. With the default
-    sigmoid units the same net is still a blob after 5 epochs (README, conv Findings)."""
+    sigmoid units the same net is still a blob after 5 epochs (docs/findings.md, conv)."""
     cfg = make_config("model=conv", "activation=relu", f"loss={loss}", f"data.root={mnist_root}",
                       "logger=none", "trainer.enable_progress_bar=false", "trainer.max_epochs=5")
     result = run(cfg)

@@ -201,6 +201,9 @@ def _train(plan: Any, todo: list[Job], resumed: list[Job], swept: set[str],
 def cli() -> None:
     from aelab.stacked.group import Interrupted
 
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     try:
         code = main(sys.argv[1:])
