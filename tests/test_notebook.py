@@ -66,8 +66,10 @@ def asymmetry(text: str, loss: str) -> list[str]:
 
 
 def row_of(table: str, first_cell: str) -> list[str]:
-    [line] = [ln for ln in table.splitlines() if ln.startswith(f"| {first_cell} |")]
-    return [c.strip() for c in line.strip("|").split("|")]
+    """The cells of the Markdown table's row whose first cell is `first_cell` (padded or not)."""
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in table.splitlines()]
+    [row] = [r for r in rows if r[0] == first_cell]
+    return row
 
 
 def test_committed_notebook_has_no_outputs():

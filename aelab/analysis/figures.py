@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from aelab.analysis.summarize import _figure, axes, load_runs
+from aelab.analysis.plots import figure as _figure
+from aelab.analysis.runs import axes, load_runs
 
 RECONSTRUCTIONS = "reconstructions"
 FILTERS = "collapse/W1_filters"
