@@ -7,7 +7,8 @@ import torch
 
 from aelab.diagnostics import metrics as dg
 from aelab.diagnostics import verdict as verdicts
-from aelab.diagnostics.callback import Diagnostics
+from aelab.diagnostics.callback import Diagnostics, filter_grid
+from aelab.diagnostics.images import image_grid, tile
 from aelab.errors import ConfigError
 
 
@@ -330,3 +331,56 @@ def test_callback_averages_gradient_norms_and_updates_over_sampled_steps():
     assert chunked._grad_steps == chunked._update_steps == 3
     assert float(chunked._grad_sum[0]) / 3 == pytest.approx(2 * (1 + 6 + 11) / 3)
     assert float(chunked._update_sum[0]) / 3 == pytest.approx(0.01 * (1 + 6 + 11) / 3, rel=1e-4)
+
+
+# ---------------------------------------------------------------- image grids (make_grid)
+
+
+def test_image_grid_frames_each_tile_as_make_grid_does():
+    """3 grey 2x2 tiles of 0.1, 0.2, 0.3 in 2 columns, 1 px of white around each tile:
+    make_grid's 2 px between tiles, its outer 2 px cut to 1, grey kept grey."""
+    cells = torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1, 1).expand(3, 1, 2, 2)
+    grid = image_grid(cells, columns=2, pad=1, pad_value=1.0)
+    W, a, b, c = 1.0, 0.1, 0.2, 0.3
+    expected = torch.tensor([
+        [W, W, W, W, W, W, W, W],
+        [W, a, a, W, W, b, b, W],
+        [W, a, a, W, W, b, b, W],
+        [W, W, W, W, W, W, W, W],
+        [W, W, W, W, W, W, W, W],
+        [W, c, c, W, W, W, W, W],
+        [W, c, c, W, W, W, W, W],
+        [W, W, W, W, W, W, W, W],
+    ])
+    assert torch.equal(grid, expected.unsqueeze(0))
+    from torchvision.utils import make_grid
+
+    whole = make_grid(cells, nrow=2, padding=2, pad_value=1.0)  # (3, 10, 10): RGB, 2 px frame
+    assert torch.equal(grid, whole[:1, 1:-1, 1:-1])
+    lone = image_grid(cells[:1], columns=4, pad=1, pad_value=0.5)  # make_grid: no frame for one
+    assert torch.equal(lone, torch.tensor([[0.5] * 4, [0.5, a, a, 0.5], [0.5, a, a, 0.5],
+                                           [0.5] * 4]).unsqueeze(0))
+
+
+def test_tile_keeps_colour_and_flat_images():
+    red, blue = torch.zeros(3, 1, 2), torch.zeros(3, 1, 2)
+    red[0], blue[2] = 1.0, 1.0
+    grid = tile(torch.stack([red, blue]).flatten(1), columns=2, pad=0, shape=(3, 1, 2))
+    assert torch.equal(grid, torch.cat([red, blue], dim=2))  # side by side, RGB kept, no frame
+    grey = tile(torch.full((4, 9), 0.25), columns=2, pad=1, pad_value=0.0)  # square 3x3 tiles
+    assert grey.shape == (1, 2 * 5, 2 * 5) and float(grey.sum()) == 4 * 9 * 0.25
+    with pytest.raises(ValueError, match="not square"):
+        tile(torch.rand(2, 18), columns=2)
+
+
+def test_filter_grid_is_a_square_of_enlarged_tiles():
+    grid = filter_grid(torch.full((4, 1, 3, 3), 0.25))  # 2 x 2 tiles of 12 px, 1 px padding
+    assert grid.shape == (1, 28, 28)
+    assert torch.equal(grid[0, 1:13, 1:13], torch.full((12, 12), 0.25))
+    assert torch.equal(grid[0, 1:13, 13:15], torch.ones(12, 2))  # 2 px of white between tiles
+    assert float(grid[0, 0, 0]) == 1.0
+    colour = filter_grid(torch.rand(5, 3, 8, 8))  # 5 RGB tiles of 16 px: 3 columns, 2 rows
+    assert colour.shape == (3, 2 * 18, 3 * 18)
+    assert torch.equal(colour[:, 19:, 37:], torch.ones(3, 17, 17))  # the sixth place is blank
+    four = filter_grid(torch.rand(2, 4, 3, 3))  # 4 channels: a grey tile per unit and channel
+    assert four.shape == (1, 3 * 14, 3 * 14)

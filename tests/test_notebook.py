@@ -1,5 +1,6 @@
 """notebooks/seed_study.ipynb: committed without outputs, and executed top to bottom in a real
-kernel (nbclient) on a small real study that the CLI writes, and on a folder with no runs."""
+kernel (nbclient) on a small real study that the CLI writes, found from the kernel's working
+folder, and on a folder with no runs named by AELAB_RUNS."""
 
 from __future__ import annotations
 
@@ -19,15 +20,20 @@ STUDY_COMMAND = "python -m aelab -m +sweep=seed_study hydra/launcher=joblib hydr
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def execute(study: str | Path, monkeypatch) -> nbformat.NotebookNode:
-    """Run every cell with AELAB_STUDY_DIR=study (the kernel inherits the environment)."""
-    monkeypatch.setenv("AELAB_STUDY_DIR", str(study))
+def execute(cwd: Path, runs: str | None, monkeypatch) -> nbformat.NotebookNode:
+    """Run every cell in a kernel whose working folder is `cwd`, with AELAB_RUNS=runs (unset
+    for None; the kernel inherits the environment)."""
+    if runs is None:
+        monkeypatch.delenv("AELAB_RUNS", raising=False)
+    else:
+        monkeypatch.setenv("AELAB_RUNS", runs)
+    cwd.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         nb,
         timeout=180,
         kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        resources={"metadata": {"path": str(cwd)}},
     )
     client.execute()  # raises CellExecutionError on the first failing cell
     return nb
@@ -66,8 +72,10 @@ def asymmetry(text: str, loss: str) -> list[str]:
 
 
 def row_of(table: str, first_cell: str) -> list[str]:
-    [line] = [ln for ln in table.splitlines() if ln.startswith(f"| {first_cell} |")]
-    return [c.strip() for c in line.strip("|").split("|")]
+    """The cells of the Markdown table's row whose first cell is `first_cell` (padded or not)."""
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in table.splitlines()]
+    [row] = [r for r in rows if r[0] == first_cell]
+    return row
 
 
 def test_committed_notebook_has_no_outputs():
@@ -81,7 +89,7 @@ def test_committed_notebook_has_no_outputs():
 
 
 def test_notebook_runs_on_a_real_study(tmp_path, monkeypatch):
-    study = tmp_path / "study"
+    study = tmp_path / "outputs" / "sweeps" / "seed_study"  # the default, in a folder above
     done = run_cli(
         "-m",
         "experiment=seed_baseline",
@@ -96,7 +104,8 @@ def test_notebook_runs_on_a_real_study(tmp_path, monkeypatch):
     metrics = [json.loads(p.read_text()) for p in sorted(study.glob("*/metrics.json"))]
     assert len(metrics) == 4 and {m["status"] for m in metrics} == {"completed"}
 
-    text, markdown, images = outputs(execute(study, monkeypatch))
+    # the kernel works in tmp_path/notebooks, AELAB_RUNS unset: the study is found above it
+    text, markdown, images = outputs(execute(tmp_path / "notebooks", None, monkeypatch))
 
     # part 1: the asymmetry for t = 0.8, BCE minus H(t) at 0.7 and 0.9, and MSE equal at both
     low, high = bce_excess(0.7, 0.8), bce_excess(0.9, 0.8)
@@ -106,7 +115,7 @@ def test_notebook_runs_on_a_real_study(tmp_path, monkeypatch):
     assert text.count(": ok") == 3  # autograd matched the three gradient formulas
 
     # part 2: the seeds of each loss grouped, with the study's own numbers
-    assert f"4 runs under {study} (4 completed); axes: loss, seed" in text
+    assert f"4 runs under {study.resolve()} (4 completed); axes: loss, seed" in text
     [table] = markdown
     header = row_of(table, "loss")
     for column in (
@@ -129,9 +138,9 @@ def test_notebook_runs_on_a_real_study(tmp_path, monkeypatch):
     assert len(images) == 3 and all(image.startswith(PNG) for image in images)
 
 
-def test_notebook_without_runs_says_how_to_make_them(monkeypatch):
-    missing = "outputs/sweeps/__no_such_study__"  # relative: resolved against the repo root
-    text, markdown, images = outputs(execute(missing, monkeypatch))
-    assert f"No runs under {REPO / missing}" in text
+def test_notebook_without_runs_says_how_to_make_them(tmp_path, monkeypatch):
+    missing = "studies/__no_such_study__"  # relative: to the kernel's working folder
+    text, markdown, images = outputs(execute(tmp_path / "work", missing, monkeypatch))
+    assert f"No runs under {(tmp_path / 'work').resolve() / missing}" in text
     assert STUDY_COMMAND in text
     assert markdown == [] and len(images) == 1  # part 1 still drew its figure

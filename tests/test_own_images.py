@@ -14,7 +14,7 @@ from test_bad_input import refused, written
 from aelab.data import ImageData
 from aelab.data.image_files import load_image_folder, load_tensor_file
 from aelab.data.normalization import Standard, Unit
-from aelab.diagnostics.images import add_png_image, tile
+from aelab.diagnostics.images import add_png_image
 from aelab.errors import ConfigError, DataError
 from aelab.training.run import run
 
@@ -189,17 +189,6 @@ def test_standard_is_per_channel_on_colour_and_one_scalar_on_grey(tmp_path):
     train = data.splits["train"].view(-1, 3, 30)
     torch.testing.assert_close(train.mean((0, 2)), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(train.std((0, 2)), torch.ones(3), atol=1e-5, rtol=0)
-
-
-def test_tile_keeps_the_channels_and_defaults_to_square_grey():
-    images = torch.arange(2 * 3 * 2 * 3, dtype=torch.float32).view(2, 18)
-    grid = tile(images, columns=2, pad=0, shape=(3, 2, 3))
-    assert tuple(grid.shape) == (3, 2, 6)
-    assert torch.equal(grid[:, :, 3:], images[1].view(3, 2, 3))  # the second image, right
-    grey = tile(torch.rand(5, 16), columns=3)
-    assert tuple(grey.shape) == (1, 2 * 6, 3 * 6)
-    with pytest.raises(ValueError, match="not square"):
-        tile(torch.rand(2, 18), columns=2)
 
 
 def png_channels(encoded: bytes) -> int:

@@ -73,6 +73,12 @@ def summarize_cli(folder: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def printed_rows(text: str) -> list[list[str]]:
+    """The cells of each row of the Markdown tables in `text` (tabulate pads them)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("|")]
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -165,7 +171,9 @@ def check_grid_and_summary(sweep: Path, proc: subprocess.CompletedProcess) -> di
     assert len(folders) == 4
     summary = summarize_cli(sweep, "--x", "loss", "--y", "activation")
     assert summary.returncode == 0, summary.stderr
-    assert "| loss | activation | status |" in summary.stdout
+    header = printed_rows(summary.stdout)[0]
+    assert header[:3] == ["loss", "activation", "status"] and "test/mse" in header
+    assert len(header) <= 10  # the readable default; summary.csv has every column
     rows = read_csv(sweep / "summary.csv")
     assert len(rows) == 4
     assert list(rows[0])[:3] == ["loss", "activation", "status"]
@@ -280,7 +288,7 @@ def test_a_refused_cell_is_summarized_and_resume_skips_finished_runs(tmp_path):
     assert len(rows) == 4 and rows["bce", "standard"]["status"] == "refused"
     assert "needs targets in" in rows["bce", "standard"]["error"]
     assert rows["bce", "standard"]["test/mse"] == ""
-    assert "| bce | standard | refused |" in summary.stdout
+    assert ["bce", "standard", "refused"] in [r[:3] for r in printed_rows(summary.stdout)]
 
     # one run is unfinished (died before its first epoch ended): resume=true runs it and
     # the refused one again, and leaves the two other completed runs alone

@@ -1,258 +1,168 @@
 """Summarise a sweep from its run folders: one table (CSV, Markdown, printed) and two plots.
 
     python -m aelab.summarize DIR [--metric test/mse] [--x loss] [--y activation]
-                                  [--curve val/mse] [--out FOLDER] [--columns M1,M2,...]
+                                  [--curve val/mse] [--out FOLDER] [--columns C1,C2,...|all]
 
-Every folder under DIR holding `.hydra/` or `metrics.json` is a run. Only those files are
-read: `metrics.json` (status, final val/test metrics, verdict, diagnostics, history, and the
-overrides that label the run) and, for a run without one, `.hydra/overrides.yaml`
-(`.hydra/config.yaml` comes along for notebooks).
-A run without a readable metrics.json is "unfinished"; any status other than "completed"
-is shown as it is, never dropped. The axes are the override keys whose values differ
-between runs. When `seed` is one of them, a second table groups the seeds of each cell
-into mean +- std (over completed runs).
+The runs are read by `aelab.analysis.runs` (metrics.json and .hydra/ of every run folder
+under DIR); any status other than "completed" is shown as it is, never dropped. The axes are
+the override keys whose values differ between runs. When `seed` is one of them, a second
+table groups the seeds of each cell into mean +- std (over completed runs).
+
+Printed and written as Markdown: the axes, status, verdict, test/mse, the explained variance
+(diagnostics/blob/ev) and the W1 norm ratio (diagnostics/collapse/norm_ratio/W1), at most
+10 columns; `--columns` names others (a metric, status, verdict, error, folder, runs, ...),
+`--columns all` shows every column. The CSV files keep every column, numbers as in
+metrics.json.
 
 Written to DIR (or --out): summary.csv and summary.md (one row per run), summary_seeds.csv
 and summary_seeds.md (when seeds vary), heatmap_<metric>.png (the metric over two axes,
 averaged over the others) and curves_<key>.png (that history key of every run by epoch).
 
-In a notebook: `runs = load_runs(dir)`, then `table(runs)`, `group_over_seeds(runs)`,
-`to_markdown(rows)`, `plot_heatmap(runs, "test/mse", "loss", "activation")` and
-`plot_curves(runs)`, which return matplotlib Figures (Agg canvas; pyplot is not used).
+In a notebook: `runs = load_runs(dir)`, then `table(runs)` and `group_over_seeds(runs)`
+(pandas DataFrames), `to_markdown(frame)`, `plot_heatmap(runs, "test/mse", "loss",
+"activation")` and `plot_curves(runs)`, which return matplotlib Figures (Agg canvas).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
+import difflib
 import math
-import os
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+import numpy as np
+import pandas as pd
 
-UNFINISHED = "unfinished"
-IGNORED_KEYS = ("resume", "sweep")  # overrides that name no axis of the study
-SEED = "seed"
-# metrics.json keys that are not final metrics (or are shown in their own column)
-TEXT_COLUMNS = ("error",)  # table columns --columns accepts besides the metrics (shown when set)
-NOT_METRICS = ("status", "history", "choices", "overrides", "seed", "checkpoint", "error")
+from aelab.analysis.plots import (
+    DEFAULT_CURVE,
+    DEFAULT_METRIC,
+    count,
+    plot_curves,
+    plot_heatmap,
+)
+from aelab.analysis.runs import (
+    SEED,
+    UNFINISHED,
+    axes,
+    find_run_folders,
+    fixed_overrides,
+    load_run,
+    load_runs,
+    sorted_runs,
+)
+
+__all__ = [
+    "SEED", "UNFINISHED", "axes", "find_run_folders", "fixed_overrides", "group_over_seeds",
+    "load_run", "load_runs", "main", "metric_columns", "plot_curves", "plot_heatmap",
+    "summarize", "table", "to_markdown", "write_csv",
+]
+
 FIRST_METRICS = ("test/mse", "test/bce", "test/loss", "val/mse", "val/bce", "val/loss", "verdict")
-DEFAULT_METRIC = "test/mse"
-DEFAULT_CURVE = "val/mse"
-
-
-# ---------------------------------------------------------------------------- reading
-
-
-def find_run_folders(root: str | Path) -> list[Path]:
-    """Folders under `root` (itself included) that hold `.hydra/` or `metrics.json`."""
-    root = Path(root)
-    found = []
-    for folder, dirs, files in os.walk(root):
-        if ".hydra" in dirs or "metrics.json" in files:
-            found.append(Path(folder))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    return sorted(found)
-
-
-def parse_overrides(lines: Iterable[str]) -> dict[str, str]:
-    """`["+loss=bce", "seed=1"]` -> `{"loss": "bce", "seed": "1"}`, without `resume`/`sweep`."""
-    out = {}
-    for line in lines:
-        key, _, value = str(line).partition("=")
-        key = key.lstrip("+~")
-        if key and key not in IGNORED_KEYS and not key.startswith("hydra."):
-            out[key] = value
-    return out
-
-
-def flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Scalars of nested dicts under "/"-joined keys; lists (histories) are left out."""
-    out: dict[str, Any] = {}
-    for key, value in payload.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out |= flatten(value, f"{name}/")
-        elif value is None or isinstance(value, (bool, int, float, str)):
-            out[name] = value
-    return out
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def load_run(folder: str | Path, root: str | Path | None = None) -> dict[str, Any]:
-    """One run folder as a dict: folder, status, overrides, metrics, history, error, config."""
-    folder = Path(folder)
-    try:
-        payload = json.loads((folder / "metrics.json").read_text())
-        if not isinstance(payload, dict):
-            raise ValueError("metrics.json is not an object")
-    except (OSError, ValueError):
-        payload = {}
-    # the run's own record first: metrics.json is written by the run that produced the results
-    overrides = payload.get("overrides")
-    if not isinstance(overrides, list):
-        overrides = _read_yaml(folder / ".hydra" / "overrides.yaml")
-    if not isinstance(overrides, list):
-        overrides = []
-    metrics = flatten({k: v for k, v in payload.items() if k not in NOT_METRICS})
-    error = payload.get("error")
-    return {
-        "folder": folder.relative_to(root).as_posix() if root is not None else str(folder),
-        "path": str(folder),
-        "status": str(payload.get("status") or UNFINISHED),
-        "overrides": parse_overrides(overrides),
-        "metrics": metrics,
-        "history": payload.get("history") or {},
-        "error": None if error is None else str(error),
-        "config": _read_yaml(folder / ".hydra" / "config.yaml") or {},
-    }
-
-
-def load_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Every run under `root`, sorted by folder."""
-    root = Path(root)
-    return [load_run(folder, root) for folder in find_run_folders(root)]
+# the columns shown by default (after the axes), when the runs have them
+DEFAULT_COLUMNS = ("status", "verdict", "test/mse", "diagnostics/blob/ev",
+                   "diagnostics/collapse/norm_ratio/W1")
+MAX_COLUMNS = 10  # shown by default, a `<m> std` column counting with its `<m>`
+ALL = "all"
 
 
 # ---------------------------------------------------------------------------- tables
 
 
-def _natural(value: Any) -> tuple:
-    """Sort key: numbers by value before strings, None last."""
-    if value is None:
-        return (2, "")
-    try:
-        return (0, float(value), "")
-    except (TypeError, ValueError):
-        return (1, str(value))
-
-
-def axes(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """Override keys whose values differ between runs (all keys when none do), seed last."""
-    keys: list[str] = []
-    for run in runs:
-        keys += [k for k in run["overrides"] if k not in keys]
-    varying = [k for k in keys if len({r["overrides"].get(k) for r in runs}) > 1]
-    chosen = varying or keys
-    return [k for k in chosen if k != SEED] + ([SEED] if SEED in chosen else [])
-
-
-def fixed_overrides(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, str]:
-    """Overrides that every run shares and that are not axes (e.g. data=synthetic)."""
-    if not runs:
-        return {}
-    first = runs[0]["overrides"]
-    return {
-        k: v
-        for k, v in first.items()
-        if k not in keys and all(r["overrides"].get(k, None) == v for r in runs)
-    }
-
-
 def metric_columns(runs: Sequence[dict[str, Any]]) -> list[str]:
     """Metric names found in any run: val/test mse, bce, loss and verdict first, then the rest."""
-    found: list[str] = []
-    for run in runs:
-        found += [k for k in run["metrics"] if k not in found]
+    found = list(dict.fromkeys(k for run in runs for k in run["metrics"]))
     first = [k for k in FIRST_METRICS if k in found]
     rest = sorted(k for k in found if k not in first)
     split = [k for k in rest if k.startswith(("test/", "val/"))]
     return first + split + [k for k in rest if k not in split]
 
 
-def _sorted_runs(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
-    return sorted(
-        runs, key=lambda r: ([_natural(r["overrides"].get(k)) for k in keys], r["folder"])
-    )
+def table(runs: Sequence[dict[str, Any]], keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per run: the axes, status, final metrics, error (when a run has one) and folder.
 
-
-def table(runs: Sequence[dict[str, Any]], keys: Sequence[str] | None = None) -> list[dict]:
-    """One row per run: the axes, status, final metrics, error and folder."""
+    Object columns holding metrics.json's own values: None where a run has no such value,
+    NaN where metrics.json says NaN."""
     keys = axes(runs) if keys is None else list(keys)
     metrics = metric_columns(runs)
-    errors = any(run["error"] for run in runs)
-    rows = []
-    for run in _sorted_runs(runs, keys):
-        row = {k: run["overrides"].get(k) for k in keys}
-        row["status"] = run["status"]
-        row |= {m: run["metrics"].get(m) for m in metrics}
-        if errors:
-            row["error"] = run["error"]
-        row["folder"] = run["folder"]
-        rows.append(row)
-    return rows
+    extra = ["error"] if any(run["error"] for run in runs) else []
+    columns = [*keys, "status", *metrics, *extra, "folder"]
+    rows = [
+        [run["overrides"].get(k) for k in keys] + [run["status"]]
+        + [run["metrics"].get(m) for m in metrics] + [run[c] for c in (*extra, "folder")]
+        for run in sorted_runs(runs, keys)
+    ]
+    return pd.DataFrame(rows, columns=columns, dtype=object)
 
 
-def _numbers(values: Iterable[Any]) -> list[float]:
-    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _stdev(numbers: Sequence[float]) -> float | None:
-    """Sample std; None for fewer than two values, nan when one is not finite (inf, nan)."""
-    if len(numbers) < 2:
+def _present(values: pd.Series) -> list[Any]:
+    return [v for v in values if v is not None]  # None: no value; NaN is a value
+
+
+def _mean(values: pd.Series) -> Any:
+    """Mean of the numbers (a NaN or inf propagates); text values (verdict) are counted."""
+    values = _present(values)
+    if values and all(_number(v) for v in values):
+        # statistics, not Series.mean/std: their rounded sums gave 0.4 ± 6.8e-17 for 3 x 0.4
+        return statistics.fmean(values)
+    return count(values) or None
+
+
+def _std(values: pd.Series) -> float | None:
+    """Sample std; None for fewer than two numbers, NaN when one is not finite."""
+    values = _present(values)
+    if len(values) < 2 or not all(_number(v) for v in values):
         return None
-    if not all(math.isfinite(x) for x in numbers):
-        return math.nan
-    return statistics.stdev(numbers)
-
-
-def _count(values: Iterable[Any]) -> str:
-    counts: dict[str, int] = {}
-    for v in values:
-        counts[str(v)] = counts.get(str(v), 0) + 1
-    return ", ".join(f"{n} {v}" for v, n in counts.items())
+    return statistics.stdev(values) if all(map(math.isfinite, values)) else math.nan
 
 
 def group_over_seeds(
     runs: Sequence[dict[str, Any]], keys: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """One row per cell of the other axes: `runs`, `status` (counts), then for each numeric
-    metric its mean over the cell's completed runs and `<metric> std` (sample std, None for
-    fewer than two); text metrics (verdict) are counted. Empty when seeds do not vary."""
+) -> pd.DataFrame:
+    """One row per cell of the other axes: `runs`, `completed`, `status` (counts), then for
+    each numeric metric its mean over the cell's completed runs and `<metric> std` (sample
+    std, None for fewer than two); text metrics (verdict) are counted. Empty when seeds do
+    not vary."""
     keys = axes(runs) if keys is None else list(keys)
     if SEED not in keys:
-        return []
-    cell_keys = [k for k in keys if k != SEED]
+        return pd.DataFrame()
+    cells = [k for k in keys if k != SEED]
+    frame = table(runs, keys)
     metrics = metric_columns(runs)
-    cells: dict[tuple, list[dict[str, Any]]] = {}
-    for run in _sorted_runs(runs, cell_keys):
-        cells.setdefault(tuple(run["overrides"].get(k) for k in cell_keys), []).append(run)
-    rows = []
-    for cell, members in cells.items():
-        done = [r for r in members if r["status"] == "completed"]
-        row: dict[str, Any] = dict(zip(cell_keys, cell))
-        row["runs"] = len(members)
-        row["completed"] = len(done)
-        row["status"] = _count(r["status"] for r in members)
-        for m in metrics:
-            values = [r["metrics"].get(m) for r in done if m in r["metrics"]]
-            numbers = _numbers(values)
-            if numbers and len(numbers) == len(values):
-                row[m] = statistics.fmean(numbers)
-                row[f"{m} std"] = _stdev(numbers)
-            else:
-                row[m] = _count(values) if values else None
-        rows.append(row)
-    return rows
+    done = frame["status"] == "completed"
+    frame.loc[~done, metrics] = None  # only completed runs are averaged
+    numeric = [m for m in metrics if any(_number(v) for v in frame[m])]
+    named = {
+        "runs": ("status", "size"),
+        "completed": ("status", lambda s: int((s == "completed").sum())),
+        "status": ("status", count),
+    }
+    for m in metrics:
+        named[m] = (m, _mean)
+        if m in numeric:
+            named[f"{m} std"] = (m, _std)
+    by = [frame[k] for k in cells] or np.zeros(len(frame))  # no other axis: one cell
+    grouped = frame.groupby(by, sort=False, dropna=False).agg(**named)
+    # agg turns a cell's None (no value) into NaN: put None back where a cell has < 1 or 2
+    present = frame[metrics].map(lambda v: v is not None).groupby(by, sort=False, dropna=False)
+    present = present.sum()
+    stds = (present[numeric] > 1).set_axis([f"{m} std" for m in numeric], axis=1)
+    keep = pd.concat([present > 0, stds], axis=1).reindex(columns=grouped.columns, fill_value=True)
+    grouped = grouped.astype(object).where(keep, None).reset_index(drop=not cells)
+    grouped = grouped.astype(object)
+    grouped[cells] = grouped[cells].where(grouped[cells].notna(), None)  # groupby's NaN key
+    return grouped
 
 
-def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    return columns
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _cell(value: Any) -> str:
@@ -263,163 +173,75 @@ def _cell(value: Any) -> str:
     return str(value).splitlines()[0].replace("|", "\\|") if str(value) else ""
 
 
-def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """A Markdown table; `<m>` and `<m> std` columns are shown together as `mean ± std`."""
-    columns = _columns(rows) if columns is None else list(columns)
+def to_markdown(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
+    """A Markdown table (pandas' to_markdown); `<m>` and `<m> std` columns are shown together
+    as `mean ± std`; numbers to 4 significant digits, a text's first line."""
+    columns = list(frame.columns) if columns is None else list(columns)
     shown = [c for c in columns if not (c.endswith(" std") and c[:-4] in columns)]
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    for row in rows:
-        cells = []
-        for c in shown:
-            text = _cell(row.get(c))
-            std = row.get(f"{c} std")
-            if f"{c} std" in columns and isinstance(std, float):
-                text += f" ± {std:.2g}"
-            cells.append(text)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cells = frame[shown].map(_cell) if len(frame) else frame[shown].astype(str)
+    for c in shown:
+        if f"{c} std" in columns:
+            std = frame[f"{c} std"].map(lambda s: f" ± {s:.2g}" if isinstance(s, float) else "")
+            cells[c] = cells[c] + std
+    return cells.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
-def write_csv(
-    rows: Sequence[dict[str, Any]], path: str | Path, columns: Sequence[str] | None = None
-) -> Path:
-    """CSV with full-precision numbers (Python's repr of each float), empty for missing."""
-    columns = _columns(rows) if columns is None else list(columns)
+def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """CSV with full-precision numbers (Python's repr of each float), empty for missing values
+    and `nan` for a NaN (to_csv writes both as its na_rep, so NaN is spelt out first)."""
     path = Path(path)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows([{c: "" if r.get(c) is None else r[c] for c in columns} for r in rows])
+    frame.mask(frame.map(_is_nan), "nan").to_csv(path, index=False)
     return path
 
 
-# ---------------------------------------------------------------------------- plots
+# ---------------------------------------------------------------------------- columns shown
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+def default_columns(frame: pd.DataFrame, lead: Sequence[str]) -> list[str]:
+    """`lead` (the axes) then DEFAULT_COLUMNS that `frame` has, MAX_COLUMNS shown at most."""
+    chosen = [*lead, *(c for c in DEFAULT_COLUMNS if c in frame.columns and c not in lead)]
+    return with_std(frame, chosen[:MAX_COLUMNS])
 
 
-def _values(runs: Sequence[dict[str, Any]], key: str) -> list[str | None]:
-    return sorted({r["overrides"].get(key) for r in runs}, key=_natural)
+def with_std(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """`columns` of `frame`, each followed by its `<c> std` column where there is one."""
+    return [x for c in columns for x in (c, f"{c} std") if x in frame.columns]
 
 
-def plot_heatmap(
-    runs: Sequence[dict[str, Any]],
-    metric: str = DEFAULT_METRIC,
-    x: str | None = None,
-    y: str | None = None,
-    path: str | Path | None = None,
-):
-    """`metric` over axes `x` (columns) and `y` (rows), averaged over the completed runs of each
-    cell; a cell without one shows its runs' statuses. `y=None`: one row. Returns the Figure."""
-    xs = _values(runs, x) if x else [None]
-    ys = _values(runs, y) if y else [None]
-    grid = [[math.nan] * len(xs) for _ in ys]
-    notes = [[""] * len(xs) for _ in ys]
-    for i, yv in enumerate(ys):
-        for j, xv in enumerate(xs):
-            cell = [
-                r
-                for r in runs
-                if (not x or r["overrides"].get(x) == xv) and (not y or r["overrides"].get(y) == yv)
-            ]
-            numbers = _numbers(r["metrics"].get(metric) for r in cell if r["status"] == "completed")
-            numbers = [v for v in numbers if math.isfinite(v)]
-            if numbers:
-                grid[i][j] = statistics.fmean(numbers)
-                notes[i][j] = f"{grid[i][j]:.4g}" + (f"\nn={len(numbers)}" if len(cell) > 1 else "")
-            else:
-                notes[i][j] = _count(r["status"] for r in cell).replace(", ", "\n") or "no run"
-    from matplotlib import colormaps
-
-    fig = _figure(1.6 + 1.3 * len(xs), 1.2 + 0.8 * len(ys))
-    ax = fig.add_subplot()
-    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
-    image = ax.imshow(grid, cmap=cmap, aspect="auto")
-    fig.colorbar(image, ax=ax, label=metric)
-    finite = [v for row in grid for v in row if math.isfinite(v)]
-    middle = (min(finite) + max(finite)) / 2 if finite else 0.0
-    for i in range(len(ys)):
-        for j in range(len(xs)):
-            dark = math.isfinite(grid[i][j]) and grid[i][j] < middle
-            ax.text(
-                j,
-                i,
-                notes[i][j],
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if dark else "black",
-            )
-    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [str(v) for v in ys] if y else [metric])
-    ax.set_xlabel(x or "")
-    ax.set_ylabel(y or "")
-    ax.set_title(f"{metric}, mean over completed runs")
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
+def shown_columns(frame: pd.DataFrame, lead: Sequence[str], columns: Sequence[str] | None
+                  ) -> list[str]:
+    """The columns of `frame` to show: the default choice (`columns` None), every one (ALL in
+    `columns`), else `lead` (the axes), status and `columns`."""
+    if columns is None:
+        return default_columns(frame, lead)
+    if ALL in columns:
+        return list(frame.columns)
+    return with_std(frame, list(dict.fromkeys([*lead, "status", *columns])))
 
 
-def plot_curves(
-    runs: Sequence[dict[str, Any]],
-    key: str = DEFAULT_CURVE,
-    path: str | Path | None = None,
-    keys: Sequence[str] | None = None,
-):
-    """`history[key]` of every run by epoch; the seeds of a cell share a colour, runs that did
-    not complete are dashed. Returns the Figure."""
-    from matplotlib.ticker import MaxNLocator
-
-    keys = axes(runs) if keys is None else list(keys)
-    cell_keys = [k for k in keys if k != SEED]
-    cells: list[tuple] = []
-    fig = _figure(7.5, 4.5)
-    ax = fig.add_subplot()
-    positive, plotted = True, 0
-    ranges: list[float] = []
-    for run in _sorted_runs(runs, keys):
-        values = run["history"].get(key) or []
-        points = [(e + 1, float(v)) for e, v in enumerate(values) if _finite(v)]
-        if not points:
-            continue
-        cell = tuple(run["overrides"].get(k) for k in cell_keys)
-        first = cell not in cells
-        if first:
-            cells.append(cell)
-        label = " ".join(f"{k}={v}" for k, v in zip(cell_keys, cell)) or run["folder"]
-        ax.plot(
-            *zip(*points),
-            color=f"C{cells.index(cell) % 10}",
-            linestyle="-" if run["status"] == "completed" else "--",
-            marker="o" if len(points) == 1 else None,
-            linewidth=1.2,
-            label=label if first else None,
-        )
-        plotted += 1
-        positive = positive and all(v > 0 for _, v in points)
-        ranges += [v for _, v in points]
-    if ranges and positive and max(ranges) > 10 * min(ranges):
-        ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(key)
-    ax.set_title(f"{key} of {plotted} runs" if plotted else f"no {key} history in these runs")
-    if cells:
-        ax.legend(fontsize=7, ncol=1 + len(cells) // 12, loc="best")
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
+def close_columns(name: str, names: Sequence[str]) -> list[str]:
+    """Up to 4 of `names` close to `name`: the same last part (ev: diagnostics/blob/ev), a
+    close spelling (difflib), or holding it (norm_ratio: diagnostics/collapse/norm_ratio/W1)."""
+    tail = name.rsplit("/", 1)[-1]
+    found = [c for c in names if c.rsplit("/", 1)[-1] == tail]
+    found += difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    found += [c for c in names if len(name) > 2 and name in c]
+    return list(dict.fromkeys(found))[:4]
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def check_columns(columns: Sequence[str], frames: Sequence[pd.DataFrame]) -> None:
+    """Raise ValueError naming the `columns` that no frame has, with close matches."""
+    known = list(dict.fromkeys(c for f in frames for c in f.columns))
+    names = [c for c in known if not c.endswith(" std")]
+    problems, lost = [], False
+    for name in (c for c in columns if c not in known and c != ALL):
+        close = close_columns(name, names)
+        problems.append(f"--columns {name}: no such column"
+                        + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        lost = lost or not close
+    if problems:
+        listed = f"; these runs have {', '.join(names)}" if lost else ""
+        raise ValueError("; ".join(problems) + listed + f"; --columns {ALL} shows every column")
 
 
 # ---------------------------------------------------------------------------- the command
@@ -427,21 +249,6 @@ def _finite(value: Any) -> bool:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _shown(
-    rows: Sequence[dict[str, Any]],
-    known: Sequence[str],
-    metrics: Sequence[str] | None,
-    hidden: Sequence[str] = (),
-) -> list[str]:
-    """Table columns to show: all but `hidden`, or the non-metric ones (of the `known`
-    metrics) followed by `metrics` (each with its std column where there is one)."""
-    every = [c for c in _columns(rows) if c not in hidden]
-    if metrics is None:
-        return every
-    lead = [c for c in every if c not in known and not c.endswith(" std")]
-    return lead + [c for m in metrics for c in (m, f"{m} std") if c in every and c not in lead]
 
 
 def summarize(
@@ -455,10 +262,11 @@ def summarize(
 ) -> dict[str, Any]:
     """Write the tables and plots of the runs under `root` to `out` (default: `root`).
 
-    `columns` (metric names) narrows the Markdown tables to the axes, the status and those
-    metrics; the CSV files keep every column.
-    Returns {"runs", "axes", "fixed", "rows", "grouped", "files", "markdown"}. Raises
-    ValueError when there is no run, when `x`/`y` is not an axis or a column is no metric.
+    `columns`: the Markdown tables' columns after the axes and status (None: the default
+    choice, ["all"]: every one); the CSV files keep every column.
+    Returns {"runs", "axes", "fixed", "rows", "grouped", "files", "markdown", "hidden"}
+    (rows and grouped: DataFrames; hidden: how many columns the per-run table leaves out).
+    Raises ValueError when there is no run, when `x`/`y` is not an axis or a column is unknown.
     """
     root = Path(root)
     out = Path(out) if out is not None else root
@@ -470,32 +278,28 @@ def summarize(
         if axis is not None and axis not in keys:
             raise ValueError(f"{name} {axis}: not an axis of these runs ({', '.join(keys)})")
     if x is None or y is None:  # fill the missing ones from the other axes, seed last
-        free = [k for k in [*(k for k in keys if k != SEED), SEED] if k in keys and k not in (x, y)]
+        free = [k for k in keys if k not in (x, y)]
         x = x if x is not None else (free.pop(0) if free else None)
         y = y if y is not None else (free.pop(0) if free else None)
-    known = metric_columns(runs)
-    if columns is not None:
-        unknown = [c for c in columns if c not in known and c not in TEXT_COLUMNS]
-        if unknown:
-            raise ValueError(
-                f"--columns {','.join(unknown)}: no such metric; these runs have "
-                f"{', '.join([*known, *TEXT_COLUMNS])}"
-            )
-    out.mkdir(parents=True, exist_ok=True)
     rows = table(runs, keys)
     grouped = group_over_seeds(runs, keys)
+    if columns is not None:
+        check_columns(columns, [rows, grouped])
+    out.mkdir(parents=True, exist_ok=True)
     fixed = fixed_overrides(runs, keys)
     files = [write_csv(rows, out / "summary.csv")]
-    markdown = to_markdown(rows, _shown(rows, known, columns, ["folder"]))
+    shown = shown_columns(rows, keys, columns)
+    markdown = to_markdown(rows, shown)
     if fixed:
         markdown = (
             "Every run: " + " ".join(f"{k}={v}" for k, v in fixed.items()) + "\n\n" + markdown
         )
     (out / "summary.md").write_text(markdown)
     files.append(out / "summary.md")
-    if grouped:
+    if len(grouped):
+        cells = [k for k in keys if k != SEED]
         files.append(write_csv(grouped, out / "summary_seeds.csv"))
-        seeds_md = to_markdown(grouped, _shown(grouped, known, columns))
+        seeds_md = to_markdown(grouped, shown_columns(grouped, cells, columns))
         (out / "summary_seeds.md").write_text(seeds_md)
         files.append(out / "summary_seeds.md")
         markdown += "\nMean ± std over seeds (completed runs):\n\n" + seeds_md
@@ -514,6 +318,7 @@ def summarize(
         "grouped": grouped,
         "files": files,
         "markdown": markdown,
+        "hidden": len(rows.columns) - len(shown),
     }
 
 
@@ -530,18 +335,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write (default: DIR)")
     parser.add_argument(
         "--columns",
-        help="comma-separated metrics (or error) the Markdown tables show (default: all; "
-        "CSV: all), "
-        "e.g. test/mse,diagnostics/blob/ev,diagnostics/collapse/norm_ratio/W1,verdict",
+        help="comma-separated columns the printed and Markdown tables show after the axes "
+        "and status: metrics or status, verdict, error, folder, runs, completed; 'all' for "
+        "every one (default: verdict, test/mse, diagnostics/blob/ev, "
+        "diagnostics/collapse/norm_ratio/W1; the CSV files keep every column)",
     )
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.error(f"{args.dir} is not a folder")
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     try:
-        columns = args.columns.split(",") if args.columns else None
         result = summarize(args.dir, args.metric, args.x, args.y, args.curve, args.out, columns)
     except ValueError as exc:
-        print(f"aelab.analysis.summarize: error: {exc}", file=sys.stderr)
+        print(f"aelab: error: {exc}", file=sys.stderr)
         return 2
     runs = result["runs"]
     done = sum(r["status"] == "completed" for r in runs)
@@ -550,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{', '.join(result['axes']) or '(none)'}\n"
     )
     print(result["markdown"])
+    if columns is None and result["hidden"]:
+        print(f"({result['hidden']} more columns in summary.csv; --columns all shows them)\n")
     for path in result["files"]:
         print(f"wrote {path}")
     return 0

@@ -39,7 +39,7 @@ from torch import nn
 from aelab.diagnostics import latent
 from aelab.diagnostics import metrics as dg
 from aelab.diagnostics import verdict as verdicts
-from aelab.diagnostics.images import add_png_image, tile
+from aelab.diagnostics.images import add_png_image, image_grid
 from aelab.errors import ConfigError
 from aelab.losses import elbo
 from aelab.models import unit_rows
@@ -88,8 +88,7 @@ def filter_grid(shades: torch.Tensor, min_side: int = 12) -> torch.Tensor:
         shades = shades.flatten(0, 1).unsqueeze(1)
     grow = max(1, math.ceil(min_side / max(shades.shape[2:])))
     cells = shades.repeat_interleave(grow, 2).repeat_interleave(grow, 3)
-    columns = math.ceil(math.sqrt(len(cells)))
-    return tile(cells.flatten(1), columns=columns, pad_value=1.0, shape=tuple(cells.shape[1:]))
+    return image_grid(cells, columns=math.ceil(math.sqrt(len(cells))), pad=1, pad_value=1.0)
 
 
 def _saturation_threshold(act: nn.Module) -> float | None:

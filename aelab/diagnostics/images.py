@@ -1,4 +1,4 @@
-"""Arrange flattened images into one grid image, and log it to TensorBoard fast."""
+"""Arrange images into one grid image (torchvision's make_grid), and log it to TensorBoard fast."""
 
 from __future__ import annotations
 
@@ -10,6 +10,21 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from tensorboard.compat.proto.summary_pb2 import Summary
+from torchvision.utils import make_grid
+
+
+def image_grid(
+    images: torch.Tensor, columns: int, pad: int = 1, pad_value: float = 1.0
+) -> torch.Tensor:
+    """(N, C, H, W) images -> one (C, H', W') grid with `columns` per row (at most N), each tile
+    framed by `pad` pixels of `pad_value` (2 * pad between tiles), by torchvision's make_grid."""
+    c = images.shape[1]
+    if len(images) == 1:  # make_grid returns a lone image as it is, without padding
+        return F.pad(images[0], (pad, pad, pad, pad), value=pad_value)
+    # make_grid frames the whole grid with `padding` too (2 * pad here): the outer pad is cut;
+    # it makes grey images RGB: their first channel is kept
+    grid = make_grid(images, nrow=columns, padding=2 * pad, pad_value=pad_value)[:c]
+    return grid[:, pad : grid.shape[1] - pad, pad : grid.shape[2] - pad]
 
 
 def tile(
@@ -19,23 +34,17 @@ def tile(
     pad_value: float = 1.0,
     shape: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
-    """(N, C*H*W) flat images of `shape` (C, H, W) -> (C, H', W') grid with `columns` per row,
-    padded between tiles. `shape` None: square grey images, (1, side, side) from the pixels."""
+    """(N, C*H*W) flat images of `shape` (C, H, W) -> `image_grid` of them. `shape` None:
+    square grey images, (1, side, side) from the pixels."""
     n, pixels = images.shape
     if shape is None:
         side = math.isqrt(pixels)
         if side * side != pixels:
             raise ValueError(f"images of {pixels} pixels are not square; give their shape")
         shape = (1, side, side)
-    c, h, w = shape
-    if c * h * w != pixels:
+    if math.prod(shape) != pixels:
         raise ValueError(f"images of {pixels} values do not have shape {tuple(shape)}")
-    rows = math.ceil(n / columns)
-    filler = images.new_full((rows * columns - n, pixels), pad_value)
-    cells = torch.cat([images, filler]).view(rows, columns, c, h, w)
-    cells = F.pad(cells, (pad, pad, pad, pad), value=pad_value)
-    th, tw = h + 2 * pad, w + 2 * pad
-    return cells.permute(2, 0, 3, 1, 4).reshape(c, rows * th, columns * tw)
+    return image_grid(images.reshape(n, *shape), columns, pad, pad_value)
 
 
 def add_png_image(writer: Any, tag: str, image: torch.Tensor, step: int) -> None:
