@@ -195,6 +195,45 @@ def test_plan_splits_activations_and_widths_and_leaves_conv_alone(tmp_path, caps
     assert out.index("2 stacked group(s)") < out.index("sweep ")
 
 
+def test_trainer_keys_reach_the_group_as_they_reach_a_single_run(tmp_path, capsys):
+    """+trainer.limit_train_batches=3 (Lightning batches: calls of steps_per_call=2 steps),
+    limit_val_batches and check_val_every_n_epoch reach the group's Trainer: every run takes
+    3 x 2 steps an epoch and validates on one batch every 2nd epoch, as its single run."""
+    sweep = tmp_path / "sweep"
+    common = [*TINY, "trainer.max_epochs=3", "data.batch_size=16", "data.eval_batch_size=16",
+              "steps_per_call=2", "logger=none", "+trainer.limit_train_batches=3",
+              "+trainer.limit_val_batches=1", "+trainer.check_val_every_n_epoch=2"]
+    short = ("hydra.job.config.override_dirname.exclude_keys=[resume,sweep,data.eval_batch_size,"
+             "trainer.limit_train_batches,trainer.limit_val_batches,"
+             "trainer.check_val_every_n_epoch]")
+    assert main([*common, "seed=0,1", f"hydra.sweep.dir={sweep}", short]) == 0
+    assert "1 stacked group(s) of at most 8 (2 runs)" in capsys.readouterr().out
+    for seed in (0, 1):
+        folder = folder_of(sweep, seed=seed)
+        stacked = metrics(folder)
+        alone = run(compose_config([*common, f"seed={seed}"], tmp_path / f"single{seed}"))
+        assert stacked["status"] == alone["status"] == "completed"
+        assert stacked["test"]["step"] == alone["test"]["step"] == 3 * 3 * 2  # epochs x calls x 2
+        assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 18
+        assert len(stacked["history"]["train/loss"]) == 3
+        assert len(stacked["history"]["val/loss"]) == 2  # validated after epoch 2 (kept at 3)
+        assert curves_agree(stacked, alone) and stacked["val"] == alone["val"]
+
+
+def test_a_trainer_key_a_group_does_not_honour_makes_its_run_train_alone(tmp_path):
+    jobs = plan_jobs([*TINY, "trainer.gradient_clip_val=null,0.5", "+trainer.max_time=null",
+                      "seed=0,1"], [f"hydra.sweep.dir={tmp_path}"]).jobs
+    plan = plan_groups([cfg for cfg, _, _ in jobs], stack=8)
+    assert [len(g) for g in plan.groups] == [2]
+    assert [why for _, why in plan.single] == ["trainer.gradient_clip_val=0.5 (a group takes it "
+                                               "at 0.0 only)"] * 2
+    timed = plan_jobs([*TINY, "+trainer.max_time=00:00:10:00", "seed=0,1"],
+                      [f"hydra.sweep.dir={tmp_path}/timed"]).jobs
+    plan = plan_groups([cfg for cfg, _, _ in timed], stack=8)
+    assert not plan.groups and plan.single[0][1].startswith(
+        "trainer.max_time=00:00:10:00 (a group's Trainer honours trainer.max_epochs, ")
+
+
 @pytest.mark.parametrize("stack", ["0", "-1", "two"])
 def test_bad_stack_is_refused(stack):
     with pytest.raises(ConfigError, match=f"stack={stack} must be an integer >= 1"):

@@ -31,6 +31,7 @@ from aelab.diagnostics.callback import Diagnostics
 from aelab.errors import Diverged
 from aelab.stacked.loop import SlotCheckpoints, StackedBatches, StackedModule
 from aelab.stacked.net import StackedMLP
+from aelab.stacked.plan import group_trainer_args
 from aelab.stacked.slots import (
     Interrupted,
     Slot,
@@ -179,16 +180,16 @@ class StackedGroup:
         batches = StackedBatches([train_batches(s) for s in slots])
         progress = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
         trainer = L.Trainer(
-            max_epochs=int(cfg.trainer.max_epochs),
+            # every trainer.* key the runs set is honoured (aelab.stacked.plan's table)
+            **{key: value for key, value in group_trainer_args(cfg.trainer).items()
+               if key not in ("accelerator", "enable_progress_bar")},
             accelerator="gpu" if device.type == "cuda" else "cpu",
             devices=1,
             logger=False,  # each run logs to its own logger
             enable_checkpointing=False,  # SlotCheckpoints writes each run's last.ckpt
-            enable_model_summary=False,
             # a bar on a terminal only; elsewhere the group's "stacked epoch" lines
             enable_progress_bar=progress,
             callbacks=[StepProgressBar(refresh_rate=20)] if progress else [],
-            num_sanity_val_steps=0,
             inference_mode=False,  # validation copies each slot's weights into its net
             plugins=[SlotCheckpoints(self)],
             default_root_dir=str(slots[0].out_dir),
@@ -300,34 +301,42 @@ class StackedGroup:
                 self._mask(k, exc, stacked, optimizer, active)
 
     def end_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                       active: list[bool], train_losses: torch.Tensor, global_step: int) -> None:
-        """Each active slot's validation means, logged as its single run logs them."""
-        train = train_losses.tolist()
+                       active: list[bool], global_step: int, sanity: bool) -> None:
+        """Each active slot's validation means, logged as its single run logs them (none
+        after Lightning's sanity check, whose metrics a single run discards too)."""
         for k, slot in enumerate(self.slots):
             if not active[k]:
                 continue
             module, trainer = slot.parts.module, slot.trainer
             module.train()
+            if sanity:
+                continue
             trainer.global_step = global_step
             val = module.evaluated()
-            trainer.callback_metrics = {"train/loss": torch.tensor(train[k]),
-                                        "train/lr": torch.tensor(self.lrs[k]), **val}
+            trainer.callback_metrics.update(val)  # kept until the next validation, as Lightning
             if slot.logger:
-                epoch = float(trainer.current_epoch)
-                slot.logger.log_metrics({"train/loss": train[k], "epoch": epoch},
-                                        step=global_step - 1)
                 slot.logger.log_metrics({**{key: float(v) for key, v in val.items()},
-                                         "epoch": epoch}, step=global_step - 1)
+                                         "epoch": float(trainer.current_epoch)},
+                                        step=global_step - 1)
             if slot.grid is not None:
                 slot.grid.on_validation_epoch_end(trainer, module)
 
     def end_epoch(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                  active: list[bool]) -> None:
-        """Each active slot's epoch-end callbacks (diagnostics, divergence check, history)."""
+                  active: list[bool], train_losses: torch.Tensor, global_step: int) -> None:
+        """Each active slot's training means (every epoch, validated or not), then its
+        epoch-end callbacks (diagnostics, divergence check, history)."""
+        train = train_losses.tolist()
         for k, slot in enumerate(self.slots):
             if not active[k]:
                 continue
             trainer, module = slot.trainer, slot.parts.module
+            trainer.global_step = global_step
+            trainer.callback_metrics.update({"train/loss": torch.tensor(train[k]),
+                                             "train/lr": torch.tensor(self.lrs[k])})
+            if slot.logger:
+                slot.logger.log_metrics({"train/loss": train[k],
+                                         "epoch": float(trainer.current_epoch)},
+                                        step=global_step - 1)
             try:
                 if slot.diagnostics is not None:
                     slot.diagnostics.on_train_epoch_end(trainer, module)

@@ -47,10 +47,9 @@ class GroupHooks(Protocol):
     def start_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
                          active: list[bool]) -> None: ...
     def end_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                       active: list[bool], train_losses: torch.Tensor,
-                       global_step: int) -> None: ...
+                       active: list[bool], global_step: int, sanity: bool) -> None: ...
     def end_epoch(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                  active: list[bool]) -> None: ...
+                  active: list[bool], train_losses: torch.Tensor, global_step: int) -> None: ...
     def save_checkpoints(self, checkpoint: dict[str, Any]) -> None: ...
 
 log = logging.getLogger("aelab")
@@ -172,11 +171,12 @@ class StackedModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.group.end_validation(self.stacked, self.trainer.optimizers[0], self.active,
-                                  self.sums / max(self.count, 1), self.trainer.global_step)
+                                  self.trainer.global_step, self.trainer.sanity_checking)
 
     def on_train_epoch_end(self) -> None:
         group, active = self.group, self.active
-        group.end_epoch(self.stacked, self.trainer.optimizers[0], active)
+        group.end_epoch(self.stacked, self.trainer.optimizers[0], active,
+                        self.sums / max(self.count, 1), self.trainer.global_step)
         if any(slot.checkpoint for k, slot in enumerate(group.slots) if active[k]):
             self.trainer.save_checkpoint(group.slots[0].out_dir / "stacked.ckpt")
         done = [float(self.sums[k] / max(self.count, 1)) for k in range(len(active)) if active[k]]

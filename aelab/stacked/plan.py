@@ -1,12 +1,21 @@
 """Which runs of a sweep can be trained as one stacked model, in groups of at most `stack`.
 
-Runs share a group when their configs are equal but for STACK_FREE_KEYS (seed, loss, init,
-l2_penalty, optimizer.lr, normalisation and the run folder): the same MLP shape, activation,
-resolved output activation, data, batch size, epochs, optimiser (class and every setting but
-lr: one optimiser steps the whole stack, aelab.stacked.group.LrScale gives each slot its lr)
-and trainer. Each normalisation in a group is a data set of its own (loaded once, shared by
-its slots). A run that cannot be stacked at all
-(`why_not_stackable`) runs alone, as `python -m aelab` runs it. No torch is imported here.
+One table says what a group shares and what it does not; the plan, the refusal messages and
+the group's Trainer all read it:
+
+- VARY_IN_GROUP: the keys that may differ between the runs of one group, each slot keeping
+  its own (seed, loss, init, l2_penalty, optimizer.lr, normalisation, the run folder).
+- every other key splits groups: runs share a group only when their configs are equal but
+  for VARY_IN_GROUP (the same model, activation, resolved output activation, data, batch
+  size, optimiser class and settings but lr, trainer, callbacks, steps_per_call, ...).
+- GROUP_TRAINER_KEYS: the trainer.* keys a group honours: passed to the group's one Lightning
+  Trainer (equal in a group, since they split groups), so each run trains as it would alone.
+- TRAINER_NEUTRAL: trainer.* keys a group accepts at these values only (nothing to do); any
+  other trainer.* key not null, or a neutral one at another value, makes the run train alone, with
+  the reason (`why_not_stackable`) printed in the plan. Nothing is dropped silently.
+
+A run that cannot be stacked at all runs alone, as `python -m aelab` runs it. No torch is
+imported here.
 """
 
 from __future__ import annotations
@@ -22,8 +31,29 @@ from aelab.config import plain_without
 from aelab.errors import ConfigError
 
 MLP_PARTS = {"encoder": "aelab.models.MLPEncoder", "decoder": "aelab.models.MLPDecoder"}
-STACK_FREE_KEYS = ("seed", "loss", "init", "l2_penalty", "paths", "resume", "optimizer.lr",
-                   "normalization", "allow_out_of_range_targets")
+# key -> what each slot of a group keeps of its own (every other key splits groups)
+VARY_IN_GROUP = {
+    "seed": "its initial weights, batch order and sampling",
+    "loss": "its loss (the loss's own code, on its slot's outputs)",
+    "init": "its initial weights",
+    "l2_penalty": "its penalty (the single run's objective)",
+    "optimizer.lr": "its step size (one optimiser built with the largest lr, each slot's "
+                    "step scaled: aelab.stacked.loop.LrScale)",
+    "normalization": "its data set (loaded once per normalisation, shared by its slots)",
+    "allow_out_of_range_targets": "its own check",
+    "paths": "its run folder",
+    "resume": "its own (a run with a checkpoint continues alone)",
+}
+STACK_FREE_KEYS = tuple(VARY_IN_GROUP)
+# trainer.* keys passed to the group's Trainer, as a single run passes them to its own
+GROUP_TRAINER_KEYS = ("max_epochs", "accelerator", "log_every_n_steps", "num_sanity_val_steps",
+                      "enable_model_summary", "enable_progress_bar", "limit_train_batches",
+                      "limit_val_batches", "check_val_every_n_epoch", "deterministic",
+                      "benchmark")
+# trainer.* keys a group accepts at these values only (a single run's "off")
+TRAINER_NEUTRAL = {"devices": (1, "1"), "gradient_clip_val": (None, 0, 0.0),
+                   "accumulate_grad_batches": (None, 1), "max_steps": (None, -1),
+                   "precision": (None, 32, "32", "32-true")}
 LOSSES_WITH_PARAMETERS = ("aelab.losses.GaussianNLL",)
 # the callbacks a stacked group runs per slot (the progress bar: one line per group epoch)
 CALLBACKS = ("aelab.training.callbacks.ReconstructionGrid",
@@ -32,6 +62,28 @@ CALLBACKS = ("aelab.training.callbacks.ReconstructionGrid",
 # element-wise optimisers whose step is lr x an lr-free update (see stacked_train.LrScale)
 OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop",
               "torch.optim.Adadelta")
+
+
+def why_not_in_a_group(trainer: DictConfig) -> str | None:
+    """Why a run's trainer.* settings keep it out of a group (the first key a group does not
+    honour), or None."""
+    clipping = trainer.get("gradient_clip_val")
+    for key, value in trainer.items():
+        if key in GROUP_TRAINER_KEYS or value is None or (
+                key == "gradient_clip_algorithm" and not clipping):
+            continue  # honoured, Lightning's default, or nothing to clip
+        if key in TRAINER_NEUTRAL and value in TRAINER_NEUTRAL[key]:
+            continue
+        if key in TRAINER_NEUTRAL:
+            return f"trainer.{key}={value} (a group takes it at {TRAINER_NEUTRAL[key][-1]} only)"
+        return (f"trainer.{key}={value} (a group's Trainer honours trainer."
+                f"{', '.join(GROUP_TRAINER_KEYS)})")
+    return None
+
+
+def group_trainer_args(trainer: DictConfig) -> dict[str, Any]:
+    """The trainer.* settings of a group's runs that its Trainer takes (GROUP_TRAINER_KEYS)."""
+    return {key: trainer[key] for key in GROUP_TRAINER_KEYS if key in trainer}
 
 
 def why_not_stackable(cfg: DictConfig) -> str | None:
@@ -59,17 +111,9 @@ def why_not_stackable(cfg: DictConfig) -> str | None:
     if scheduler != "none":
         return f"scheduler={scheduler}"
     trainer = cfg.trainer
-    if (trainer.get("accumulate_grad_batches") or 1) != 1:
-        return f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}"
-    if trainer.get("gradient_clip_val"):
-        return f"trainer.gradient_clip_val={trainer.gradient_clip_val}"
-    if (trainer.get("max_steps") or -1) > 0:
-        return f"trainer.max_steps={trainer.max_steps}"
     if not isinstance(trainer.get("max_epochs"), int) or trainer.max_epochs < 1:
         return f"trainer.max_epochs={trainer.get('max_epochs')} (stacking needs a number >= 1)"
-    if str(trainer.get("precision", "32")) not in ("32", "32-true"):
-        return f"trainer.precision={trainer.precision}"
-    return None
+    return why_not_in_a_group(trainer)
 
 
 def output_activation(cfg: DictConfig) -> str:
