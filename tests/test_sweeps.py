@@ -117,6 +117,30 @@ def test_every_planned_run_gets_its_own_folder(name):
     assert len({f for _, f in extra}) == len(extra) == 2 * size
 
 
+@pytest.mark.parametrize("lines", [
+    ["seed=0,1,2", "loss=bce,mse", "+init.std=0.1", "resume=true"],
+    ["model.hidden=[16,8],[32,8]", "seed=range(3)", "~logger", "++trainer.max_epochs=2"],
+    ["activation=choice(relu,tanh)", "optimizer.lr=1e-3,0.1", "seed=4", "seed=0,1"],
+    ["data.root='/a b'", "+sweep=seeds", "l2_penalty=0,1e-4"],
+])
+@pytest.mark.parametrize("seps", [(",", "="), ("/", ":")])
+def test_plan_runs_expands_and_names_as_hydra_does(lines, seps):
+    """aelab.sweeps.plan_runs (public override parser only) against Hydra's own basic sweeper
+    and override_dirname (its internals, imported here only to compare)."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parser = OverridesParser.create()
+    [jobs] = BasicSweeper.split_arguments(parser.parse_overrides(lines), max_batch_size=None)
+    exclude = ["resume", "sweep"]
+    expected = [(job, get_overrides_dirname(parser.parse_overrides(job), exclude, *seps))
+                for job in jobs]
+    assert plan_runs({}, lines, exclude, *seps) == expected
+    assert plan_runs({"seed": "7,8"}, lines[1:], exclude, *seps) == [
+        (job, get_overrides_dirname(parser.parse_overrides(job), exclude, *seps)) for job in
+        BasicSweeper.split_arguments(parser.parse_overrides(["seed=7,8", *lines[1:]]), None)[0]]
+
+
 @pytest.mark.parametrize("name", SWEEPS)
 def test_sweep_file_runs_every_cell_tiny(name, tmp_path):
     """Each sweep file, one batch per run on synthetic data: every planned folder is a run that

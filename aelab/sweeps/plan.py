@@ -12,21 +12,53 @@ No torch is imported here.
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from hydra._internal.config_loader_impl import get_overrides_dirname
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.errors import ConfigError
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 UNIQUE_MARKERS = ("${hydra.job.num}", "${hydra.job.id}")
 NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
+
+
+def is_basic_sweeper(target: Any) -> bool:
+    """Whether `hydra.sweeper._target_` is Hydra's basic sweeper (the one plan_runs mirrors)."""
+    return str(target).rsplit(".", 1)[-1] == "BasicSweeper"
+
+
+def sweep_jobs(lines: Sequence[str]) -> list[list[str]]:
+    """The overrides of every job that Hydra's basic sweeper launches for the override
+    `lines` (its sweep params as key=value first, then the command line): the cartesian
+    product of the lists, a key's later line replacing its earlier one in place, through
+    Hydra's public override parser (what BasicSweeper.split_arguments does)."""
+    final: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(list(lines)):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise ConfigError(f"{override.input_line}: the basic sweeper takes comma lists, "
+                                  f"range() and choice() only")
+            final[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            final[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*final.values())]
+
+
+def override_dirname(overrides: Sequence[Override], exclude_keys: Iterable[str],
+                     item_sep: str = ",", kv_sep: str = "=") -> str:
+    """`hydra.job.override_dirname` of a job's parsed overrides, as Hydra names it: the
+    input lines but the excluded keys', sorted, joined by item_sep, each "=" made kv_sep."""
+    exclude = set(exclude_keys)
+    lines = sorted(o.input_line for o in overrides if o.key_or_group not in exclude)
+    return re.sub("[=]", kv_sep, item_sep.join(lines))
 
 
 def plan_runs(
@@ -42,18 +74,9 @@ def plan_runs(
     task overrides; a key on the command line replaces the same key in `params`.
     """
     lines = [f"{k}={v}" for k, v in params.items()] + list(overrides)
-    parsed = OverridesParser.create().parse_overrides(lines)
-    [jobs] = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-    parser = OverridesParser.create()
-    return [
-        (
-            job,
-            get_overrides_dirname(
-                parser.parse_overrides(job), list(exclude_keys), item_sep=item_sep, kv_sep=kv_sep
-            ),
-        )
-        for job in jobs
-    ]
+    parser, exclude = OverridesParser.create(), list(exclude_keys)
+    return [(job, override_dirname(parser.parse_overrides(job), exclude, item_sep, kv_sep))
+            for job in sweep_jobs(lines)]
 
 
 def shared_folders(runs: Sequence[tuple[list[str], str]]) -> dict[str, list[int]]:
@@ -97,7 +120,7 @@ class DistinctRunFolders(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
-        if hydra_cfg.sweeper.get("_target_") != BASIC_SWEEPER:
+        if not is_basic_sweeper(hydra_cfg.sweeper.get("_target_")):
             return
         subdir = OmegaConf.to_container(hydra_cfg.sweep, resolve=False).get("subdir")
         if not isinstance(subdir, str) or any(m in subdir for m in UNIQUE_MARKERS):
