@@ -44,6 +44,7 @@ from aelab.errors import ConfigError
 from aelab.losses import elbo
 from aelab.models import unit_rows
 from aelab.training.callbacks import tensorboard
+from aelab.training.runstate import run_datamodule, run_metrics
 
 RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU, nn.SELU, nn.ReLU6)
 SATURATION_THRESHOLDS = {nn.Sigmoid: dg.SIGMOID_SATURATION, nn.Tanh: dg.TANH_SATURATION}
@@ -205,7 +206,7 @@ class Diagnostics(L.Callback):
         self.w0 = [w.to(pl_module.device) for w in self.w0]
         # fixed for the whole run: x_bar, the probe, its targets, their entropy, the blob line
         self._mean_image = self._training_mean(trainer, pl_module)
-        self._probe = trainer.datamodule.probe(self.probe_size)
+        self._probe = run_datamodule(trainer, pl_module).probe(self.probe_size)
         self._target = pl_module.normalization.decode(self._probe)
         self._entropy = dg.target_entropy(self._target)
         baseline = dg.mean_image_baseline(self._target, self._mean_image)
@@ -215,7 +216,7 @@ class Diagnostics(L.Callback):
             self._measure(trainer, pl_module, epochs_done=0)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loss = trainer.callback_metrics.get("train/loss")
+        loss = run_metrics(trainer, pl_module).get("train/loss")
         if loss is not None:
             self.history.setdefault("loss", []).append(float(loss))
         done = trainer.current_epoch + 1
@@ -231,7 +232,7 @@ class Diagnostics(L.Callback):
     @staticmethod
     def _training_mean(trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
         """x_bar in pixel units: the mean of the decoded training split (in chunks)."""
-        train = trainer.datamodule.splits["train"]
+        train = run_datamodule(trainer, pl_module).splits["train"]
         decode = pl_module.normalization.decode
         total = sum(decode(chunk).sum(0, dtype=torch.float64) for chunk in train.split(8192))
         return (total / len(train)).float().to(pl_module.device)
@@ -247,7 +248,7 @@ class Diagnostics(L.Callback):
         self.history.setdefault("epoch", []).append(float(epochs_done))
         for key, value in zip(scalars, values):
             self.history.setdefault(key, []).append(value)
-        writer = tensorboard(trainer)
+        writer = tensorboard(trainer, pl_module)
         if writer is not None:
             for key, value in zip(scalars, values):
                 writer.add_scalar(key, value, global_step=epochs_done)

@@ -39,14 +39,17 @@ def reparameterise(
     logvar: torch.Tensor,
     k: int | None = None,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I): differentiable in mu and logvar.
 
     One sample per row, shaped like mu; with `k`, k samples per row, (k, *mu.shape)
-    (for `iwae_bound`). `generator` must live on mu's device.
+    (for `iwae_bound`). `generator` must live on mu's device; `noise`, when given, is eps
+    (drawn by the caller, e.g. outside torch.func.vmap, where no generator may be used).
     """
     shape = mu.shape if k is None else (k, *mu.shape)
-    eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    eps = noise if noise is not None else torch.randn(
+        shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
 
 

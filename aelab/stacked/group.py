@@ -1,14 +1,17 @@
-"""Train a group of stackable runs (aelab.stacked.plan) as one StackedMLP, each run in its own
-folder as if it had run alone.
+"""Train a group of stackable runs (aelab.stacked.plan) as one model with a model axis, each
+run in its own folder as if it had run alone.
 
 Each run ("slot", aelab.stacked.slots) is validated and built exactly as a single run is, so
-its initial weights, loss, normalisation and batch order are the single run's. One Lightning
-Trainer fits the group (aelab.stacked.loop.StackedModule): one optimiser over the stacked
-parameters (Adam, SGD and RMSprop act element by element: K optimisers), and its checkpoint
-becomes each run's `last.ckpt`, which a single `resume=true` run continues. Validation, test,
-the callbacks, the logger, metrics.json and the HParams session go through each run's own
-objects, fed slot k's weights. A slot whose loss or weights become non-finite is recorded
-`diverged` and masked; the others go on.
+its initial weights, loss, normalisation, batch order and (a VAE) noise are the single run's.
+Its parameters go into a stack (aelab.stacked.net: StackedMLP for MLPs, FuncStack through
+torch.func for any other net), whose objective for slot k is the single run's module's own.
+One real Lightning Trainer fits the group (aelab.stacked.loop.StackedModule), with every
+trainer.* key the runs set (aelab.stacked.plan's table); one optimiser steps every stack
+(Adam, SGD and RMSprop act element by element: K optimisers). Each run's callbacks see that
+Trainer and the run's own module (aelab.stacked.hooks); its LastCheckpoint writes its
+`last.ckpt`, which a single `resume=true` run continues. Validation, test, the logger,
+metrics.json and the HParams session go through each run's own objects. A slot whose loss
+or weights become non-finite is recorded `diverged` and masked; the others go on.
 """
 
 from __future__ import annotations
@@ -28,19 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.config.validate import instantiate, validate
 from aelab.data import StepChunks, TensorBatches
 from aelab.diagnostics.callback import Diagnostics
-from aelab.errors import Diverged
+from aelab.errors import ConfigError, Diverged
+from aelab.stacked.func import FuncStack
+from aelab.stacked.hooks import SlotCallbacks
 from aelab.stacked.loop import SlotCheckpoints, StackedBatches, StackedModule
-from aelab.stacked.net import StackedMLP
+from aelab.stacked.net import Stack, StackedMLP, is_mlp
 from aelab.stacked.plan import group_trainer_args
-from aelab.stacked.slots import (
-    Interrupted,
-    Slot,
-    SlotTrainer,
-    save_record,
-    stop_on_sigterm,
-    training_device,
-    write_slot_checkpoint,
-)
+from aelab.stacked.slots import Interrupted, Slot, save_record, stop_on_sigterm, training_device
 from aelab.training.build import build
 from aelab.training.callbacks import (
     FiniteGuard,
@@ -58,12 +55,28 @@ from aelab.training.folder import (
 )
 from aelab.training.record import record_unfinished, run_result, write_result
 from aelab.training.run import NVML_CHECK, quiet_lightning, restored_env
+from aelab.training.runstate import RunState
 
 log = logging.getLogger("aelab")
 
 
-class StackedGroup:
-    """Train the runs of `cfgs` (one group of the plan) together; `run()` returns their
+def make_stacks(slots: list[Slot]) -> list[Stack]:
+    """The group's stacks: one StackedMLP when every net is an MLP (the hand-written path,
+    faster than vmap where it applies: see aelab.stacked.net), else one FuncStack per
+    objective (runs with equal losses and L2 penalties share one vmapped call)."""
+    runs = [slot.module for slot in slots]
+    if all(is_mlp(run.net) for run in runs):
+        return [StackedMLP(range(len(slots)), runs)]
+    by_objective: dict[str, list[int]] = {}
+    for k, slot in enumerate(slots):
+        key = OmegaConf.to_yaml(slot.cfg.loss) + repr(float(slot.cfg.get("l2_penalty") or 0))
+        by_objective.setdefault(key, []).append(k)
+    generators = [slot.generator for slot in slots]
+    return [FuncStack(members, runs, generators) for members in by_objective.values()]
+
+
+class StackedGroup(SlotCallbacks):
+    """Train the runs of `jobs` (one group of the plan) together; `run()` returns their
     metrics.json dicts, in order."""
 
     def __init__(self, jobs: list[tuple[DictConfig, dict[str, str], list[str]]],
@@ -74,6 +87,7 @@ class StackedGroup:
         self.hydra_cfgs = hydra_cfgs or {}
         self.started = time.perf_counter()
         self.slots: list[Slot] = []
+        self.trainer: L.Trainer | None = None
         self.fitting = False  # set once the run folders are written to
 
     # ------------------------------------------------------------ set up
@@ -86,22 +100,24 @@ class StackedGroup:
         checked = validate(cfg)
         L.seed_everything(cfg.seed, verbose=False)
         parts = build(checked)  # exactly a single run's objects, its initial weights included
+        generator = torch.Generator()  # torch's global RNG as the single run trains from it
+        generator.set_state(torch.get_rng_state())
         if any(True for _ in parts.loss.parameters()):
             raise ValueError(f"loss={parts.loss.name} has trainable parameters")
         if data is not None:
             parts.data = data  # one copy of the (identical) splits for the group
         logger = instantiate(cfg.logger) if cfg.get("logger") else False
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-        trainer = SlotTrainer(parts.data, [logger] if logger else [],
-                              int(cfg.trainer.max_epochs))
-        return Slot(
-            cfg, choices, overrides, parts, logger, trainer,
-            FiniteGuard(divergence_causes(cfg, choices)),
-            next((c for c in callbacks if isinstance(c, Diagnostics)), None),
-            next((c for c in callbacks if isinstance(c, ReconstructionGrid)), None),
-            any(isinstance(c, LastCheckpoint) for c in callbacks),
-            fingerprint=checked.fingerprint,
-        )
+        parts.module.run_state = RunState([logger] if logger else [], parts.data)
+
+        def first(kind: type) -> Any:
+            return next((c for c in callbacks if isinstance(c, kind)), None)
+
+        return Slot(cfg, choices, overrides, parts, logger,
+                    guard=FiniteGuard(divergence_causes(cfg, choices)),
+                    record=RunRecord(checked.fingerprint, overrides),
+                    diagnostics=first(Diagnostics), grid=first(ReconstructionGrid),
+                    checkpoint=first(LastCheckpoint), generator=generator)
 
     # ------------------------------------------------------------ the run
 
@@ -140,11 +156,12 @@ class StackedGroup:
         (KeyboardInterrupt) and SIGTERM (Interrupted) are "interrupted" (resumable from
         last.ckpt), anything else "failed"."""
         interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
         for slot in self.slots:
             if slot.result is not None:
                 continue
             message = (
-                f"interrupted at epoch {slot.trainer.current_epoch}; "
+                f"interrupted at epoch {epoch}; "
                 f"{describe_checkpoint(slot.out_dir)}. Continue with the same command plus "
                 f"resume=true (the run then continues alone)."
             ) if interrupted else exc
@@ -155,19 +172,40 @@ class StackedGroup:
                 history=slot.history.history, overrides=slot.overrides,
                 logger=slot.logger, job=self._job(slot))
 
+    def _stacks(self, device: torch.device) -> list[Stack]:
+        """The group's stacks, each tried on a few images first: a net that cannot be stacked
+        (torch.func refuses it) is refused here, before any run folder is written, and the
+        sweep trains its runs alone."""
+        slots = self.slots
+        if device.type == "cuda":  # the single run draws on the GPU from a generator seeded so
+            for slot in slots:
+                slot.generator = torch.Generator(device).manual_seed(int(slot.cfg.seed))
+        stacks = make_stacks(slots)
+        images = slots[0].parts.data.splits["train"][:2]
+        for stack in stacks:
+            if isinstance(stack, FuncStack):
+                try:
+                    stack.probe(images)
+                except Exception as exc:  # vmap's refusal: an in-place buffer, a random op
+                    raise ConfigError(f"model cannot be stacked with torch.func "
+                                      f"({type(exc).__name__}: {exc})") from exc
+        return stacks
+
     def _fit(self, device: torch.device) -> None:
         """Train the group with one Lightning Trainer (aelab.stacked.loop.StackedModule)."""
         slots, cfg = self.slots, self.slots[0].cfg
+        stacks = self._stacks(device)
         self.fitting = True
         datas = list({id(s.parts.data): s.parts.data for s in slots}.values())
         for data in datas:
             data.splits = {k: v.to(device) for k, v in data.splits.items()}
         self.data_index = [next(i for i, d in enumerate(datas) if d is s.parts.data)
                            for s in slots]  # slot k validates on val_dataloaders[index]
-        stacked = StackedMLP([s.parts.net for s in slots])
         self.lrs = [float(slot.cfg.optimizer.lr) for slot in slots]
         reference = max(range(len(slots)), key=lambda k: self.lrs[k])
-        self.module = module = StackedModule(self, stacked, reference)
+        self.module = module = StackedModule(
+            self, stacks, [slot.module for slot in slots], reference,
+            int(cfg.trainer.get("log_every_n_steps", 50)))
         per_call = max(1, int(cfg.get("steps_per_call", 1)))
 
         def train_batches(slot: Slot) -> TensorBatches:
@@ -179,14 +217,14 @@ class StackedGroup:
 
         batches = StackedBatches([train_batches(s) for s in slots])
         progress = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
-        trainer = L.Trainer(
+        self.trainer = trainer = L.Trainer(
             # every trainer.* key the runs set is honoured (aelab.stacked.plan's table)
             **{key: value for key, value in group_trainer_args(cfg.trainer).items()
                if key not in ("accelerator", "enable_progress_bar")},
             accelerator="gpu" if device.type == "cuda" else "cpu",
             devices=1,
             logger=False,  # each run logs to its own logger
-            enable_checkpointing=False,  # SlotCheckpoints writes each run's last.ckpt
+            enable_checkpointing=False,  # each run's LastCheckpoint writes its last.ckpt
             # a bar on a terminal only; elsewhere the group's "stacked epoch" lines
             enable_progress_bar=progress,
             callbacks=[StepProgressBar(refresh_rate=20)] if progress else [],
@@ -199,173 +237,13 @@ class StackedGroup:
             save_record(slot, str(slot.cfg.paths.output_dir) in self.hydra_cfgs)
             remove_stale_events(slot.out_dir)
             log.info("training stacked (%d runs) -> %s", len(slots), slot.out_dir)
-            if slot.diagnostics is not None:
-                slot.diagnostics.on_train_start(slot.trainer, slot.parts.module)
         trainer.fit(module, train_dataloaders=StepChunks(batches, per_call),
                     val_dataloaders=[d.val_dataloader() for d in datas])
-        epochs = trainer.current_epoch
         for k in range(len(slots)):
             if module.active[k]:
-                self._finish(k, stacked, trainer.global_step, epochs)
+                self._finish(k)
 
-    # ------------------------------------------------------------ StackedModule's hooks
-
-    def start_epoch(self, epoch: int, global_step: int) -> None:
-        for slot in self.slots:
-            slot.trainer.current_epoch, slot.trainer.global_step = epoch, global_step
-            slot.guard.on_train_epoch_start(slot.trainer, slot.parts.module)
-
-    def objectives(self, stacked: StackedMLP, x: torch.Tensor,
-                   active: list[bool]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Each slot's objective (its single run's: the loss's reduction plus its own L2
-        penalty) and its detached per-pixel training loss; zeros for masked slots."""
-        logits = stacked(x)
-        recon = stacked.output_activation(logits)
-        # unbind, not logits[k]: indexing's backward writes a zero (K, B, pixels) gradient per
-        # slot (K^2 memory traffic: 26 against 17 ms a step at K=8, measured); the
-        # gradients are the same to the bit
-        logit_k, recon_k, x_k = logits.unbind(0), recon.unbind(0), x.unbind(0)
-        penalised = [slot.parts.module.l2_penalty and active[k]
-                     for k, slot in enumerate(self.slots)]
-        squares = torch.stack([w.square().sum((1, 2)) for w in stacked.weights]).sum(0) \
-            if any(penalised) else None  # (K,) sum ||W||^2 of each slot, in one pass
-        objectives, losses = [], []
-        zero = x.new_zeros(())
-        for k, slot in enumerate(self.slots):
-            if not active[k]:
-                objectives.append(zero)
-                losses.append(zero)
-                continue
-            loss_fn = slot.parts.module.loss_fn
-            per_pixel = loss_fn.per_pixel(logit_k[k], recon_k[k], x_k[k])
-            objective = loss_fn.reduce(per_pixel)
-            if penalised[k]:
-                objective = objective + slot.parts.module.l2_penalty * squares[k]
-            objectives.append(objective)
-            losses.append(per_pixel.detach().mean())
-        return objectives, losses
-
-    def log_step(self, losses: list[torch.Tensor], active: list[bool], step: int) -> None:
-        values = torch.stack(losses).tolist()  # one host sync for all slots
-        for k, slot in enumerate(self.slots):
-            if active[k] and slot.logger:
-                slot.logger.log_metrics({"train/loss_step": values[k], "train/lr": self.lrs[k]},
-                                        step=step)
-
-    def sample_gradients(self, stacked: StackedMLP, active: list[bool], step: int,
-                         before: bool) -> None:
-        """Diagnostics' grads/* samples: the single run's hooks, on its net holding slot k's
-        weights (and gradients), at the steps it samples (one in `sample_every`)."""
-        for k, slot in enumerate(self.slots):
-            diag = slot.diagnostics
-            if not active[k] or diag is None:
-                continue
-            slot.trainer.global_step = step
-            net, module = slot.parts.net, slot.parts.module
-            if before and diag.samples_before_step(step):
-                stacked.copy_slot_to(k, net, grads=True)
-                diag.on_before_optimizer_step(slot.trainer, module, None)
-            elif not before and diag.measures_update:
-                stacked.copy_slot_to(k, net)
-                diag.on_train_batch_end(slot.trainer, module, None, None, 0)
-
-    def check_losses(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                     active: list[bool], objectives: torch.Tensor, steps: list[int],
-                     global_step: int) -> None:
-        """FiniteGuard per slot over the last call's steps (one host sync for all slots)."""
-        finite = objectives.isfinite().all(0).tolist()
-        for k, slot in enumerate(self.slots):
-            if not active[k] or finite[k]:
-                continue
-            slot.trainer.global_step = global_step
-            try:
-                slot.guard.on_train_batch_end(slot.trainer, slot.parts.module,
-                                              {"objectives": objectives[:, k], "steps": steps},
-                                              None, 0)
-            except Diverged as exc:
-                self._diverged(k, exc)
-                stacked.zero_slot(k, optimizer)
-                active[k] = False
-
-    def start_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                         active: list[bool]) -> None:
-        """Each active slot's weights into its net, its module in eval mode."""
-        for k, slot in enumerate(self.slots):
-            if not active[k]:
-                continue
-            stacked.copy_slot_to(k, slot.parts.net)
-            slot.parts.module.eval()
-            try:
-                slot.guard.on_validation_start(slot.trainer, slot.parts.module)
-            except Diverged as exc:
-                self._mask(k, exc, stacked, optimizer, active)
-
-    def end_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                       active: list[bool], global_step: int, sanity: bool) -> None:
-        """Each active slot's validation means, logged as its single run logs them (none
-        after Lightning's sanity check, whose metrics a single run discards too)."""
-        for k, slot in enumerate(self.slots):
-            if not active[k]:
-                continue
-            module, trainer = slot.parts.module, slot.trainer
-            module.train()
-            if sanity:
-                continue
-            trainer.global_step = global_step
-            val = module.evaluated()
-            trainer.callback_metrics.update(val)  # kept until the next validation, as Lightning
-            if slot.logger:
-                slot.logger.log_metrics({**{key: float(v) for key, v in val.items()},
-                                         "epoch": float(trainer.current_epoch)},
-                                        step=global_step - 1)
-            if slot.grid is not None:
-                slot.grid.on_validation_epoch_end(trainer, module)
-
-    def end_epoch(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                  active: list[bool], train_losses: torch.Tensor, global_step: int) -> None:
-        """Each active slot's training means (every epoch, validated or not), then its
-        epoch-end callbacks (diagnostics, divergence check, history)."""
-        train = train_losses.tolist()
-        for k, slot in enumerate(self.slots):
-            if not active[k]:
-                continue
-            trainer, module = slot.trainer, slot.parts.module
-            trainer.global_step = global_step
-            trainer.callback_metrics.update({"train/loss": torch.tensor(train[k]),
-                                             "train/lr": torch.tensor(self.lrs[k])})
-            if slot.logger:
-                slot.logger.log_metrics({"train/loss": train[k],
-                                         "epoch": float(trainer.current_epoch)},
-                                        step=global_step - 1)
-            try:
-                if slot.diagnostics is not None:
-                    slot.diagnostics.on_train_epoch_end(trainer, module)
-                slot.guard.on_train_epoch_end(trainer, module)
-            except Diverged as exc:
-                self._mask(k, exc, stacked, optimizer, active)
-                continue
-            slot.history.on_train_epoch_end(trainer, module)
-
-    def _mask(self, k: int, exc: Diverged, stacked: StackedMLP,
-              optimizer: torch.optim.Optimizer, active: list[bool]) -> None:
-        self._diverged(k, exc)
-        stacked.zero_slot(k, optimizer)
-        active[k] = False
-
-    def save_checkpoints(self, checkpoint: dict[str, Any]) -> None:
-        """Each active checkpointing run's last.ckpt (atomically): the group Trainer's
-        `checkpoint` (Lightning's loop state, epoch, global step) with the run's own weights,
-        optimiser state and callback states."""
-        module = self.module
-        for k, slot in enumerate(self.slots):
-            if not (slot.checkpoint and module.active[k]):
-                continue
-            record = RunRecord(slot.fingerprint, slot.overrides)
-            callbacks = {slot.history.state_key: slot.history.state_dict(),
-                         record.state_key: record.state_dict()}
-            if slot.diagnostics is not None:
-                callbacks[slot.diagnostics.state_key] = slot.diagnostics.state_dict()
-            write_slot_checkpoint(slot, k, module.stacked, checkpoint, callbacks, self.lrs[k])
+    # ------------------------------------------------------------ records
 
     def _as_job(self, slot: Slot) -> None:
         """Make the slot's Hydra job config current (under the Hydra launcher), so that what
@@ -394,15 +272,14 @@ class StackedGroup:
             **summary,
         )
 
-    def _finish(self, k: int, stacked: StackedMLP, global_step: int, epochs: int) -> None:
+    def _finish(self, k: int) -> None:
         """Slot k's test, metrics.json and HParams session, as aelab.training.run writes them."""
-        slot, module = self.slots[k], self.slots[k].parts.module
-        stacked.copy_slot_to(k, slot.parts.net)
-        trainer = slot.trainer
-        trainer.global_step = global_step
+        slot, module, trainer = self.slots[k], self.slots[k].module, self.trainer
+        self.module.copy_to_net(k)
+        global_step, epochs = trainer.global_step, trainer.current_epoch
         if slot.diagnostics is not None:
             slot.diagnostics.on_train_end(trainer, module)
-        tested = module.evaluate(trainer.datamodule.test_dataloader(), "test")
+        tested = module.evaluate(slot.state.datamodule.test_dataloader(), "test")
         test = {key.removeprefix("test/"): float(v) for key, v in tested.items()}
         test |= {"step": float(global_step), "epoch": float(epochs)}
         if slot.logger:

@@ -1,63 +1,57 @@
-"""The Lightning side of a stacked group: one LightningModule over the StackedMLP, trained by
-one Lightning Trainer, and a CheckpointIO that writes that Trainer's checkpoint as one
-`last.ckpt` per run.
+"""The Lightning side of a stacked group: one LightningModule over the group's stacks
+(aelab.stacked.net), trained by one real Lightning Trainer, and a CheckpointIO that writes
+each run's `last.ckpt` where its own LastCheckpoint callback asks.
 
-The group's runs share the data size, batch size, `steps_per_call` and epochs, so the
-group's fit loop takes exactly the calls, optimiser steps and validation batches that each
-single run's would; Lightning's own loop state (epoch, global step, progress counters) is
-therefore each run's, and `SlotCheckpoints` only replaces the per-run parts of the
-checkpoint (weights, optimiser state, callback states). A single `resume=true` run
-continues such a checkpoint through `Trainer.fit(ckpt_path=...)` like one of its own.
+The group's runs share the data size, batch size, `steps_per_call`, epochs and every
+trainer.* key the Trainer takes (aelab.stacked.plan), so the group's fit loop takes exactly
+the calls, optimiser steps and validation batches that each single run's would; Lightning's
+own loop state (epoch, global step, progress counters) is therefore each run's. Each run's
+single-run module is a submodule (`runs`): Lightning moves it, with the stacks and before any
+hook, to the device, and its callbacks see the real Trainer and that module (their run's
+loggers, metrics and data in `module.run_state`, aelab.training.runstate).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import CheckpointIO
+from torch import nn
 
 from aelab.data import TensorBatches
-from aelab.stacked.net import StackedMLP
-
-
-class GroupHooks(Protocol):
-    """What StackedModule asks of its group (aelab.stacked.group.StackedGroup): the slots, and
-    each slot's part of every step, validation and epoch end. A protocol, so that this module
-    does not import the group that imports it."""
-
-    slots: list[Any]
-    lrs: list[float]
-    data_index: list[int]
-
-    def start_epoch(self, epoch: int, global_step: int) -> None: ...
-    def objectives(self, stacked: StackedMLP, x: torch.Tensor,
-                   active: list[bool]) -> tuple[list[torch.Tensor], list[torch.Tensor]]: ...
-    def log_step(self, losses: list[torch.Tensor], active: list[bool], step: int) -> None: ...
-    def sample_gradients(self, stacked: StackedMLP, active: list[bool], step: int,
-                         before: bool) -> None: ...
-    def check_losses(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                     active: list[bool], objectives: torch.Tensor, steps: list[int],
-                     global_step: int) -> None: ...
-    def start_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                         active: list[bool]) -> None: ...
-    def end_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                       active: list[bool], global_step: int, sanity: bool) -> None: ...
-    def end_epoch(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
-                  active: list[bool], train_losses: torch.Tensor, global_step: int) -> None: ...
-    def save_checkpoints(self, checkpoint: dict[str, Any]) -> None: ...
+from aelab.stacked.net import Stack
 
 log = logging.getLogger("aelab")
 
 
+class GroupHooks(Protocol):
+    """What StackedModule asks of its group (aelab.stacked.group.StackedGroup): each run's
+    callbacks and records at every step, validation and epoch end. A protocol, so that this
+    module does not import the group that imports it."""
+
+    lrs: list[float]
+    data_index: list[int]
+
+    def start_training(self) -> None: ...
+    def start_epoch(self) -> None: ...
+    def log_step(self, losses: torch.Tensor, step: int) -> None: ...
+    def sample_gradients(self, step: int, before: bool) -> None: ...
+    def check_losses(self, objectives: torch.Tensor, steps: list[int]) -> None: ...
+    def start_validation(self) -> None: ...
+    def end_validation(self) -> None: ...
+    def end_epoch(self, train: dict[str, torch.Tensor], count: int) -> None: ...
+    def write_checkpoint(self, checkpoint: dict[str, Any], path: Path) -> None: ...
+
+
 class StackedBatches:
-    """One training batch per slot per step, stacked: (K, B, pixels); slot k's batches are
-    its single run's (its own `TensorBatches`)."""
+    """One training batch per slot per step: a list, slot k's from its single run's own
+    `TensorBatches` (its data set, its seed's order and samples)."""
 
     def __init__(self, batches: list[TensorBatches]) -> None:
         self.batches = batches
@@ -65,10 +59,10 @@ class StackedBatches:
     def __len__(self) -> int:
         return len(self.batches[0])
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
         iterators = [iter(b) for b in self.batches]
         for _ in range(len(self)):
-            yield torch.stack([next(it) for it in iterators])
+            yield [next(it) for it in iterators]
 
 
 class LrScale:
@@ -77,109 +71,151 @@ class LrScale:
     Every torch optimiser aelab offers (Adam, SGD with momentum, RMSprop, Adadelta) moves a
     parameter by lr times an update whose state does not depend on lr, so slot k's step is the
     reference step times lrs[k] / lrs[reference]: `keep` the weights before the step, `apply`
-    the scale after it. Nothing happens when every slot has the reference lr.
+    the scale after it. Nothing happens where every slot has the reference lr.
     """
 
-    def __init__(self, stacked: StackedMLP, lrs: list[float], reference: int) -> None:
-        self.params = list(stacked.params)
+    def __init__(self, stacks: Sequence[Stack], lrs: list[float], reference: int) -> None:
         top = lrs[reference]
-        scale = [lr / top if top else 1.0 for lr in lrs]
-        self.scale = None if all(s == 1.0 for s in scale) else torch.tensor(
-            scale, device=self.params[0].device).view(-1, 1, 1)
+        self.pairs: list[tuple[nn.Parameter, torch.Tensor]] = []
+        for stack in stacks:
+            scale = [lrs[k] / top if top else 1.0 for k in stack.members]
+            if all(s == 1.0 for s in scale):
+                continue
+            for p in stack.params:
+                self.pairs.append((p, torch.tensor(scale, device=p.device, dtype=p.dtype).view(
+                    -1, *[1] * (p.dim() - 1))))
         self.before: list[torch.Tensor] = []
 
     @torch.no_grad()
     def keep(self) -> None:
-        if self.scale is not None:
-            self.before = [p.detach().clone() for p in self.params]
+        self.before = [p.detach().clone() for p, _ in self.pairs]
 
     @torch.no_grad()
     def apply(self) -> None:
-        if self.scale is None:
-            return
-        for p, old in zip(self.params, self.before):
-            p.sub_(old).mul_(self.scale).add_(old)
+        for (p, scale), old in zip(self.pairs, self.before):
+            p.sub_(old).mul_(scale).add_(old)
 
 
 class StackedModule(L.LightningModule):
-    """The group's StackedMLP under Lightning's manual optimisation: every training step of
-    every active slot in one batched pass, each slot's validation through its single run's
-    module, each slot's epoch-end work through `group` (see GroupHooks)."""
+    """The group's stacks under Lightning's manual optimisation: every training step of every
+    active slot in one pass per stack (each slot's objective its single module's), each
+    slot's validation through its single run's module, each slot's callbacks through
+    `group` (see GroupHooks)."""
 
-    def __init__(self, group: GroupHooks, stacked: StackedMLP, reference: int) -> None:
+    def __init__(self, group: GroupHooks, stacks: Sequence[Stack], runs: Sequence[nn.Module],
+                 reference: int, log_every: int) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.group, self.stacked, self.reference = group, stacked, reference
-        self.active = [True] * stacked.slots
-        self.log_every = int(group.slots[0].cfg.trainer.get("log_every_n_steps", 50))
-        self.sums = torch.zeros(stacked.slots)
-        self.count = 0
+        self.group, self.reference, self.log_every = group, reference, log_every
+        self.stacks = nn.ModuleList(stacks)
+        self.runs = nn.ModuleList(runs)  # each slot's single-run Autoencoder
+        self.where = {k: (stack, j) for stack in stacks for j, k in enumerate(stack.members)}
+        order = [k for stack in stacks for k in stack.members]
+        self.unpermute = None if order == sorted(order) else torch.tensor(
+            sorted(range(len(order)), key=order.__getitem__))
+        self.active = [True] * len(runs)
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = self.seen = 0
         self.tic = 0.0
 
+    def setup(self, stage: str) -> None:
+        for run in self.runs:
+            run.trainer = self.trainer  # the group's real Trainer (Lightning's public setter)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        factory = self.group.slots[self.reference].parts.module.optimizer_factory
-        return factory(self.stacked.parameters())
+        return self.runs[self.reference].optimizer_factory(self.stacks.parameters())
 
     def on_fit_start(self) -> None:
-        self.lr_scale = LrScale(self.stacked, self.group.lrs, self.reference)
-        for slot in self.group.slots:
-            slot.parts.module.to(self.device)
+        self.lr_scale = LrScale(self.stacks, self.group.lrs, self.reference)
+
+    def on_train_start(self) -> None:
+        self.group.start_training()  # every module and data set is on the device by now
 
     def on_train_epoch_start(self) -> None:
-        self.group.start_epoch(self.trainer.current_epoch, self.trainer.global_step)
-        self.sums = torch.zeros(self.stacked.slots, device=self.device)
-        self.count = 0
+        self.group.start_epoch()
+        self.sums, self.count, self.seen = {}, 0, 0
         self.tic = time.perf_counter()
 
-    def training_step(self, chunk: list[torch.Tensor], batch_idx: int) -> None:
-        """One optimiser step of every active slot per stacked batch in `chunk` (a call's
-        `steps_per_call` batches), then the divergence check over the call's steps."""
+    # ------------------------------------------------------------ slots
+
+    def copy_to_net(self, k: int, grads: bool = False) -> None:
+        """Slot k's weights (and gradients) into its single run's net."""
+        stack, j = self.where[k]
+        stack.copy_slot_to(j, self.runs[k].net, grads)
+
+    def mask(self, k: int) -> None:
+        """Stop slot k: zero its weights, gradients and optimiser state; train the others."""
+        stack, j = self.where[k]
+        stack.zero_slot(j, self.trainer.optimizers[0])
+        self.active[k] = False
+
+    def _in_slot_order(self, values: list[torch.Tensor]) -> torch.Tensor:
+        flat = torch.cat(values)
+        return flat if self.unpermute is None else flat[self.unpermute.to(flat.device)]
+
+    # ------------------------------------------------------------ training
+
+    def training_step(self, chunk: list[list[torch.Tensor]], batch_idx: int) -> None:
+        """One optimiser step of every active slot per step of `chunk` (a call's
+        `steps_per_call` lists of per-slot batches), then the divergence check over them."""
         group, optimizer, active = self.group, self.optimizers(), self.active
-        raw = self.trainer.optimizers[0]
         pending, steps = [], []
-        for x in chunk:
+        for batches in chunk:
             step = self.trainer.global_step
-            objectives, losses = group.objectives(self.stacked, x, active)
+            self.seen += 1
+            for run in self.runs:  # a VAE's KL warm-up: at the single run's fractional epoch
+                run._kl_epoch = self.current_epoch + (self.seen - 1) / run._steps_per_epoch
+            total, objectives, metrics = None, [], []
+            for stack in self.stacks:
+                objective, values = stack.objectives(batches, active)
+                on = [j for j, k in enumerate(stack.members) if active[k]]
+                if on:
+                    part = objective.sum() if len(on) == stack.slots else objective[on].sum()
+                    total = part if total is None else total + part
+                objectives.append(objective.detach())
+                metrics.append(values)
+            values = {key: self._in_slot_order([m[key] for m in metrics]) for key in metrics[0]}
             if step % self.log_every == 0:
-                group.log_step(losses, active, step)
+                group.log_step(values["train/loss"], step)
             optimizer.zero_grad()
-            self.manual_backward(torch.stack([o for o, a in zip(objectives, active) if a]).sum())
-            group.sample_gradients(self.stacked, active, step, before=True)
+            if total is not None:
+                self.manual_backward(total)
+            group.sample_gradients(step, before=True)
             self.lr_scale.keep()
             optimizer.step()
             self.lr_scale.apply()
-            group.sample_gradients(self.stacked, active, step, before=False)
-            self.sums += torch.stack(losses) * x.shape[1]
-            self.count += x.shape[1]
-            pending.append(torch.stack(objectives).detach())
+            group.sample_gradients(step, before=False)
+            n = batches[0].shape[0]
+            for key, value in values.items():
+                self.sums[key] = self.sums[key] + value * n if key in self.sums else value * n
+            self.count += n
+            pending.append(self._in_slot_order(objectives))
             steps.append(step)
-        group.check_losses(self.stacked, raw, active, torch.stack(pending), steps,
-                           self.trainer.global_step)
+        group.check_losses(torch.stack(pending), steps)
         if not any(active):
             self.trainer.should_stop = True
 
+    # ------------------------------------------------------------ validation
+
     def on_validation_epoch_start(self) -> None:
-        self.group.start_validation(self.stacked, self.trainer.optimizers[0], self.active)
+        self.group.start_validation()
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int,
                         dataloader_idx: int = 0) -> None:
         """The batch of validation set `dataloader_idx` (one per normalisation in the group)
         through the single-run module of every active slot that validates on it."""
-        for k, slot in enumerate(self.group.slots):
+        for k, run in enumerate(self.runs):
             if self.active[k] and self.group.data_index[k] == dataloader_idx:
-                slot.parts.module.validation_step(batch, batch_idx)
+                run.validation_step(batch, batch_idx)
 
     def on_validation_epoch_end(self) -> None:
-        self.group.end_validation(self.stacked, self.trainer.optimizers[0], self.active,
-                                  self.trainer.global_step, self.trainer.sanity_checking)
+        self.group.end_validation()
 
     def on_train_epoch_end(self) -> None:
-        group, active = self.group, self.active
-        group.end_epoch(self.stacked, self.trainer.optimizers[0], active,
-                        self.sums / max(self.count, 1), self.trainer.global_step)
-        if any(slot.checkpoint for k, slot in enumerate(group.slots) if active[k]):
-            self.trainer.save_checkpoint(group.slots[0].out_dir / "stacked.ckpt")
-        done = [float(self.sums[k] / max(self.count, 1)) for k in range(len(active)) if active[k]]
+        self.group.end_epoch(self.sums, self.count)
+        active = self.active
+        done = [float(self.sums["train/loss"][k] / max(self.count, 1))
+                for k in range(len(active)) if active[k] and self.sums]
         log.info("stacked epoch %d/%d: %d runs active, train/loss %s, %.1f s",
                  self.trainer.current_epoch + 1, self.trainer.max_epochs, sum(active),
                  " ".join(f"{v:.5f}" for v in done), time.perf_counter() - self.tic)
@@ -188,17 +224,17 @@ class StackedModule(L.LightningModule):
 
 
 class SlotCheckpoints(CheckpointIO):
-    """Write the stacked Trainer's checkpoint as each checkpointing active run's `last.ckpt`:
-    Lightning's loop state as it is, the run's own weights, optimiser state and callback
-    states in place of the group's (GroupHooks.save_checkpoints). Nothing is written at
-    the path Lightning passes."""
+    """Write the group Trainer's checkpoint, at the path a run's LastCheckpoint passes to
+    `trainer.save_checkpoint` (in its run folder), as that run's own: Lightning's loop
+    state as it is, the run's weights, optimiser state and callback states in place of the
+    group's (GroupHooks.write_checkpoint)."""
 
     def __init__(self, group: GroupHooks) -> None:
         self.group = group
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
-        self.group.save_checkpoints(checkpoint)
+        self.group.write_checkpoint(checkpoint, Path(path))
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None) -> dict[str, Any]:
         raise RuntimeError(
@@ -206,4 +242,4 @@ class SlotCheckpoints(CheckpointIO):
             f"interrupted run continues alone from its own last.ckpt.")
 
     def remove_checkpoint(self, path: Any) -> None:
-        """Nothing to remove: the group writes no checkpoint of its own."""
+        Path(path).unlink(missing_ok=True)

@@ -1,10 +1,21 @@
-"""K MLP autoencoders of one shape as one module: weights stacked on a leading model axis.
+"""The runs of a stacked group as stacked parameters: a leading model axis, one slot per run.
 
-Layer i holds `weights[i]` (K, in, out) and `biases[i]` (K, 1, out); a forward pass on
-(K, B, in) inputs is one `torch.baddbmm` per layer, so K models cost about one call each.
-Slot k is built from, and exported back to, the exact state of a single run's
-`EncoderDecoder` (`load_slot` / `slot_state`), so a stacked run starts from the single
-run's initial weights and its checkpoint is the single run's.
+`Stack` is what the group's LightningModule (aelab.stacked.loop) asks of one: the runs it
+trains (`members`, slots of the group), their objectives on a step's batches, and each
+slot's weights, gradients and optimiser state in its single run's layout. Two kinds:
+
+- `StackedMLP` (here): MLPs of one shape, a hand-written `torch.baddbmm` per layer; each
+  slot's objective is its single module's (`Autoencoder.reconstruction_objective`) on its
+  slice of the batched output.
+- `aelab.stacked.func.FuncStack`: any net (conv, conv_mlp, VAEs, user modules) through
+  torch.func (`stack_module_state`, `functional_call`, `vmap`), running the single module's
+  whole `objective_terms` on every slot's parameters at once.
+
+The baddbmm path stays where it is faster: 8 seed MLPs (784-100-50, batch 128, 2-core Xeon,
+one process) train at 1.97x the throughput of 8 runs in a row stacked by baddbmm, 1.21x by
+vmap (measured). Slot k is built from, and exported back to, the exact state of a single
+run's `EncoderDecoder`, so a stacked run starts from its single run's initial weights and
+its checkpoint is its single run's.
 """
 
 from __future__ import annotations
@@ -17,11 +28,70 @@ from torch import nn
 from aelab.models import EncoderDecoder
 
 
+class Stack(nn.Module):
+    """Stacked parameters (`params`, slot j at index j of each) of the group slots `members`."""
+
+    members: list[int]
+    params: nn.ParameterList
+
+    @property
+    def slots(self) -> int:
+        return len(self.members)
+
+    def objectives(self, batches: Sequence[torch.Tensor], active: Sequence[bool]
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(objective (m,), detached training metrics {name: (m,)}) of the members on their
+        batches (`batches[k]`: group slot k's); a masked slot's values are not used."""
+        raise NotImplementedError
+
+    def slot_tensor(self, index: int, stacked: torch.Tensor, j: int) -> torch.Tensor:
+        """Slot j of `params[index]`'s shape (the parameter or its optimiser state), in the
+        single net's layout."""
+        return stacked[j].clone()
+
+    def net_parameters(self, net: nn.Module) -> list[nn.Parameter]:
+        """The single net's parameters that `params` hold, in the same order."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def copy_slot_to(self, j: int, net: nn.Module, grads: bool = False) -> None:
+        """Write slot j's weights (and, with `grads`, its gradients) into a single `net`."""
+        for i, (mine, theirs) in enumerate(zip(self.params, self.net_parameters(net))):
+            theirs.copy_(self.slot_tensor(i, mine, j))
+            if grads:
+                theirs.grad = None if mine.grad is None else self.slot_tensor(i, mine.grad, j)
+
+    @torch.no_grad()
+    def zero_slot(self, j: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Mask slot j: zero its weights, gradients and optimiser state (a diverged model's
+        NaNs then never reach a kernel; the other slots are untouched)."""
+        for p in self.params:
+            p[j].zero_()
+            if p.grad is not None:
+                p.grad[j].zero_()
+            if optimizer is not None:
+                for value in optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(value) and value.shape == p.shape:
+                        value[j].zero_()
+
+    def finite_slots(self) -> torch.Tensor:
+        """(m,) bools: slot j's weights are all finite."""
+        return torch.stack([p.detach().flatten(1).isfinite().all(1) for p in self.params]).all(0)
+
+
 def _linear_layers(net: EncoderDecoder) -> list[nn.Linear]:
     layers = net.weight_layers()
     if not all(isinstance(layer, nn.Linear) for layer in layers):
         raise TypeError("only a net of Linear layers (model=mlp, seed) can be stacked")
     return layers  # type: ignore[return-value]
+
+
+def is_mlp(net: nn.Module) -> bool:
+    """A net that StackedMLP takes: Linear weight layers that are all its parameters, no VAE."""
+    layers = getattr(net, "weight_layers", lambda: [])()
+    return (bool(layers) and all(isinstance(layer, nn.Linear) for layer in layers)
+            and not getattr(net, "variational", False)
+            and sum(1 for _ in net.parameters()) == 2 * len(layers))
 
 
 def layer_names(net: EncoderDecoder) -> list[str]:
@@ -30,11 +100,15 @@ def layer_names(net: EncoderDecoder) -> list[str]:
     return [names[id(layer)] for layer in _linear_layers(net)]
 
 
-class StackedMLP(nn.Module):
-    """The nets of `nets` (MLPs of one shape and one activation) as one batched module."""
+class StackedMLP(Stack):
+    """The nets of `modules`' `members` (MLPs of one shape and one activation) as one batched
+    module: layer i holds `weights[i]` (K, in, out) and `biases[i]` (K, 1, out)."""
 
-    def __init__(self, nets: Sequence[EncoderDecoder]) -> None:
+    def __init__(self, members: Sequence[int], modules: Sequence[nn.Module]) -> None:
         super().__init__()
+        self.members = list(members)
+        self.runs = [modules[k] for k in self.members]  # a list: not submodules of the stack
+        nets = [run.net for run in self.runs]
         first = nets[0]
         shapes = [tuple(layer.weight.shape) for layer in _linear_layers(first)]
         for net in nets[1:]:
@@ -53,10 +127,6 @@ class StackedMLP(nn.Module):
         self.params = nn.ParameterList(params)
 
     @property
-    def slots(self) -> int:
-        return self.params[0].shape[0]
-
-    @property
     def weights(self) -> list[nn.Parameter]:
         return list(self.params[0::2])
 
@@ -73,43 +143,44 @@ class StackedMLP(nn.Module):
                 x = self.hidden_activations[i](x)
         return x
 
-    @staticmethod
-    def slot_tensor(stacked: torch.Tensor, k: int, weight: bool) -> torch.Tensor:
-        """Slot k of a stacked weight (K, in, out) or bias (K, 1, out) tensor (a parameter or
-        its optimiser state) in the single layer's layout: (out, in) or (out,)."""
-        return stacked[k].t().contiguous() if weight else stacked[k, 0].clone()
+    def objectives(self, batches: Sequence[torch.Tensor], active: Sequence[bool]
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One batched forward pass, then each member's single-run objective on its slice."""
+        x = torch.stack([batches[k] for k in self.members])
+        logits = self(x)
+        recon = self.output_activation(logits)
+        # unbind, not logits[k]: indexing's backward writes a zero (K, B, pixels) gradient per
+        # slot (K^2 memory traffic: 26 against 17 ms a step at K=8, measured); the
+        # gradients are the same to the bit
+        logit_k, recon_k, x_k = logits.unbind(0), recon.unbind(0), x.unbind(0)
+        on = [active[k] for k in self.members]
+        squares = torch.stack([w.square().sum((1, 2)) for w in self.weights]).sum(0) if any(
+            run.l2_penalty and a for run, a in zip(self.runs, on)) else None  # (K,) in one pass
+        objectives, metrics = [], []
+        for j, run in enumerate(self.runs):
+            if not on[j]:
+                objectives.append(None)
+                metrics.append(None)
+                continue
+            objective, values = run.reconstruction_objective(
+                x_k[j], logit_k[j], recon_k[j], None if squares is None else squares[j])
+            objectives.append(objective)
+            metrics.append(values)
+        return stack_values(objectives, metrics, x.new_zeros(()))
 
-    def slot_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Slot k as the state_dict of the single run's EncoderDecoder (same keys)."""
-        state = {}
-        for name, w, b in zip(self.names, self.weights, self.biases):
-            state[f"{name}.weight"] = self.slot_tensor(w.detach(), k, True)
-            state[f"{name}.bias"] = self.slot_tensor(b.detach(), k, False)
-        return state
+    def slot_tensor(self, index: int, stacked: torch.Tensor, j: int) -> torch.Tensor:
+        """A weight (K, in, out) or bias (K, 1, out) tensor's slot j as (out, in) or (out,)."""
+        return stacked[j].t().contiguous() if index % 2 == 0 else stacked[j, 0].clone()
 
-    @torch.no_grad()
-    def copy_slot_to(self, k: int, net: EncoderDecoder, grads: bool = False) -> None:
-        """Write slot k's weights (and, with `grads`, its gradients) into a single `net`."""
-        for layer, w, b in zip(_linear_layers(net), self.weights, self.biases):
-            layer.weight.copy_(w[k].t())
-            layer.bias.copy_(b[k, 0])
-            if grads:
-                layer.weight.grad = None if w.grad is None else w.grad[k].t().clone()
-                layer.bias.grad = None if b.grad is None else b.grad[k, 0].clone()
+    def net_parameters(self, net: nn.Module) -> list[nn.Parameter]:
+        return [p for layer in _linear_layers(net) for p in (layer.weight, layer.bias)]
 
-    @torch.no_grad()
-    def zero_slot(self, k: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Mask slot k: zero its weights, gradients and optimiser state (a diverged model's
-        NaNs then never reach a kernel; the other slots are untouched)."""
-        for p in self.params:
-            p[k].zero_()
-            if p.grad is not None:
-                p.grad[k].zero_()
-            if optimizer is not None:
-                for value in optimizer.state.get(p, {}).values():
-                    if torch.is_tensor(value) and value.shape == p.shape:
-                        value[k].zero_()
 
-    def finite_slots(self) -> torch.Tensor:
-        """(K,) bools: slot k's weights are all finite."""
-        return torch.stack([p.detach().flatten(1).isfinite().all(1) for p in self.params]).all(0)
+def stack_values(objectives: list[torch.Tensor | None],
+                 metrics: list[dict[str, torch.Tensor] | None],
+                 zero: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-slot objectives and metric dicts as (m,) tensors, zeros where a slot is masked."""
+    keys = next((list(m) for m in metrics if m is not None), ["train/loss"])
+    stacked = torch.stack([zero if o is None else o for o in objectives])
+    return stacked, {key: torch.stack([zero if m is None else m[key] for m in metrics])
+                     for key in keys}

@@ -1,32 +1,32 @@
-"""The runs of a stacked group ("slots"): each one's single-run objects and record, and the
-helpers that give slot k what a single run would hold (its optimiser state, its .hydra/)."""
+"""The runs of a stacked group ("slots"): each one's single-run objects, callbacks and record,
+and the helpers that give slot k what a single run would hold (its optimiser state, its
+checkpoint, its .hydra/)."""
 
 from __future__ import annotations
 
-import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.diagnostics.callback import Diagnostics
-from aelab.stacked.net import StackedMLP
+from aelab.stacked.net import Stack
+from aelab.stacked.plan import run_device
 from aelab.training.build import Parts
 from aelab.training.callbacks import (
     FiniteGuard,
+    LastCheckpoint,
     MetricHistory,
     ReconstructionGrid,
-    fsync_dir,
-    fsync_file,
+    RunRecord,
 )
-from aelab.training.folder import CHECKPOINT
 from aelab.training.record import save_hydra_record
+from aelab.training.runstate import RunState
 
 
 class Interrupted(BaseException):  # like KeyboardInterrupt: no "except Exception" stops it
@@ -51,35 +51,22 @@ def stop_on_sigterm() -> Iterator[None]:
 
 
 @dataclass
-class SlotTrainer:
-    """The Trainer attributes that aelab's callbacks read, for one slot of a stacked group."""
-
-    datamodule: Any
-    loggers: list[Any]
-    max_epochs: int
-    current_epoch: int = 0
-    global_step: int = 0
-    callback_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
-    should_stop: bool = False
-    sanity_checking: bool = False
-    state: Any = field(default_factory=lambda: SimpleNamespace(fn="fit"))
-
-
-@dataclass
 class Slot:
-    """One run of the group: its config, its single-run objects and its record so far."""
+    """One run of the group: its config, its single-run objects and callbacks, its record so
+    far. Its module's `run_state` holds its loggers, epoch metrics and data
+    (aelab.training.runstate); the Trainer is the group's."""
 
     cfg: DictConfig
     choices: dict[str, str]
     overrides: list[str]
     parts: Parts
     logger: Any
-    trainer: SlotTrainer
     guard: FiniteGuard
-    diagnostics: Diagnostics | None
-    grid: ReconstructionGrid | None
-    checkpoint: bool
-    fingerprint: dict[str, Any] = field(default_factory=dict)  # what its checkpoints record
+    record: RunRecord
+    diagnostics: Diagnostics | None = None
+    grid: ReconstructionGrid | None = None
+    checkpoint: LastCheckpoint | None = None
+    generator: torch.Generator | None = None  # a VAE's noise: its single run's global RNG state
     history: MetricHistory = field(default_factory=MetricHistory)
     result: dict[str, Any] | None = None
 
@@ -87,29 +74,49 @@ class Slot:
     def out_dir(self) -> Path:
         return Path(self.cfg.paths.output_dir)
 
+    @property
+    def module(self) -> Any:
+        return self.parts.module
+
+    @property
+    def state(self) -> RunState:
+        return self.parts.module.run_state
+
+    def callback_states(self) -> dict[str, Any]:
+        """The states a single run's checkpoint keeps of its callbacks, by state key."""
+        states = {self.history.state_key: self.history.state_dict(),
+                  self.record.state_key: self.record.state_dict()}
+        if self.diagnostics is not None:
+            states[self.diagnostics.state_key] = self.diagnostics.state_dict()
+        return states
+
 
 def training_device(cfg: DictConfig) -> torch.device:
     """trainer.accelerator cpu -> the CPU; auto, gpu or cuda -> the GPU when there is one."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    return torch.device(run_device(cfg, torch.cuda.is_available()))
 
 
-def slot_optimizer_state(stacked: StackedMLP, full: dict[str, Any], k: int,
+def slot_optimizer_state(stacks: Sequence[Stack], stack: Stack, j: int, full: dict[str, Any],
                          lr: float) -> dict[str, Any]:
-    """The optimiser state_dict that slot k's single run would hold (its own slices, its lr),
-    from the stacked optimiser's state_dict `full`."""
+    """The optimiser state_dict that the single run of `stack`'s slot j would hold (its own
+    slices, its lr, its parameters numbered from 0), from the group optimiser's `full`."""
+    offset = 0
+    for other in stacks:
+        if other is stack:
+            break
+        offset += len(other.params)
     state = {}
-    for index, values in full["state"].items():
-        shape = stacked.params[index].shape
-        state[index] = {
-            name: StackedMLP.slot_tensor(v, k, weight=index % 2 == 0)
-            if torch.is_tensor(v) and v.shape == shape else (v.clone() if torch.is_tensor(v)
-                                                             else v)
+    for i, p in enumerate(stack.params):
+        values = full["state"].get(offset + i)
+        if values is None:
+            continue
+        state[i] = {
+            name: stack.slot_tensor(i, v, j) if torch.is_tensor(v) and v.shape == p.shape
+            else (v.clone() if torch.is_tensor(v) else v)
             for name, v in values.items()
         }
-    groups = [{**group, "lr": lr} for group in full["param_groups"]]
+    groups = [{**group, "lr": lr, "params": list(range(len(stack.params)))}
+              for group in full["param_groups"]]
     return {"state": state, "param_groups": groups}
 
 
@@ -127,17 +134,12 @@ def save_record(slot: Slot, launched: bool = False) -> None:
                                            encoding="utf-8")
 
 
-def write_slot_checkpoint(slot: Slot, k: int, stacked: StackedMLP, checkpoint: dict[str, Any],
-                          callbacks: dict[str, Any], lr: float) -> None:
-    """Slot k's last.ckpt, atomically: the group Trainer's `checkpoint` (loop state, epoch,
-    global step) with the run's own weights, optimiser state and callback states."""
-    stacked.copy_slot_to(k, slot.parts.net)
-    optimizer_state = slot_optimizer_state(stacked, checkpoint["optimizer_states"][0], k, lr)
-    mine = {**checkpoint, "state_dict": slot.parts.module.state_dict(),
-            "callbacks": callbacks, "optimizer_states": [optimizer_state], "lr_schedulers": []}
-    path = slot.out_dir / CHECKPOINT
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(mine, tmp)
-    fsync_file(tmp)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+def write_slot_checkpoint(slot: Slot, checkpoint: dict[str, Any], optimizer_state: dict[str, Any],
+                          path: Path) -> None:
+    """Slot's checkpoint at `path` (its LastCheckpoint's temporary file, which it then renames
+    over last.ckpt): the group Trainer's `checkpoint` (loop state, epoch, global step) with
+    the run's own weights (in its net), optimiser state and callback states."""
+    mine = {**checkpoint, "state_dict": slot.module.state_dict(),
+            "callbacks": slot.callback_states(), "optimizer_states": [optimizer_state],
+            "lr_schedulers": []}
+    torch.save(mine, path)

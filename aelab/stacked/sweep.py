@@ -1,4 +1,4 @@
-"""`python -m aelab.stacked [overrides] [stack=N]`: a sweep, its MLP runs stacked.
+"""`python -m aelab.stacked [overrides] [stack=N] [stack_conv=true]`: a sweep, its runs stacked.
 
 Takes the arguments of `python -m aelab -m` (a `+sweep=NAME` file, comma lists, hydra.sweep.dir)
 and plans the same runs, in the same folders (`aelab.sweeps.plan_runs`). Runs that can share
@@ -30,11 +30,28 @@ DEFAULT_STACK = 8
 Job = tuple[DictConfig, dict[str, str], list[str]]  # (config, choices, overrides) of one run
 
 
+def parse_stack_conv(value: Any) -> bool | None:
+    """stack_conv=true|false|null (auto: the measured rule, aelab.stacked.plan.stacks_any_net)."""
+    text = str(value).strip().lower()
+    if value is None or text in ("null", "none", "auto", ""):
+        return None
+    if isinstance(value, bool) or text in ("true", "false"):
+        return value if isinstance(value, bool) else text == "true"
+    raise ConfigError(f"stack_conv={value} must be true, false or null (auto: stack conv and "
+                      f"VAE runs on a GPU only).")
+
+
 def split_args(args: list[str]) -> tuple[int, list[str], list[str]]:
     """(stack, task overrides, hydra.* overrides) of the command line."""
+    return split_all_args(args)[:3]
+
+
+def split_all_args(args: list[str]) -> tuple[int, list[str], list[str], bool | None]:
+    """(stack, task overrides, hydra.* overrides, stack_conv) of the command line."""
     from aelab.stacked.plan import check_stack
 
     stack: Any = DEFAULT_STACK
+    stack_conv = None
     task, hydra = [], []
     for arg in args:
         if arg.startswith("stack="):
@@ -43,11 +60,13 @@ def split_args(args: list[str]) -> tuple[int, list[str], list[str]]:
                 stack = int(text)
             except ValueError:
                 stack = text
+        elif arg.startswith("stack_conv="):
+            stack_conv = parse_stack_conv(arg.partition("=")[2])
         elif arg.lstrip("+").startswith("hydra."):
             hydra.append(arg)
         else:
             task.append(arg)
-    return check_stack(stack), task, hydra
+    return check_stack(stack), task, hydra, stack_conv
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -118,10 +137,14 @@ def _run_single(cfg: DictConfig, choices: dict[str, str], overrides: list[str],
 
 
 def train_sweep(sweep: Sweep, stack: int,
-                hydra_cfgs: dict[str, DictConfig] | None = None) -> None:
+                hydra_cfgs: dict[str, DictConfig] | None = None,
+                stack_conv: bool | None = None) -> None:
     """Plan the sweep's runs, print the plan, then train the stacked groups, the runs that
     cannot be stacked and the runs resumed from a checkpoint. `hydra_cfgs`: each run
-    folder's Hydra job config, under the Hydra launcher (hydra/launcher=stacked)."""
+    folder's Hydra job config, under the Hydra launcher (hydra/launcher=stacked);
+    `stack_conv`: stack any net (true), MLPs only (false), or by the device (None)."""
+    import torch
+
     from aelab.stacked.plan import check_stack, describe_plan, plan_groups
     from aelab.training.folder import CHECKPOINT, finished, read_metrics
 
@@ -138,7 +161,8 @@ def train_sweep(sweep: Sweep, stack: int,
                 resumed.append(job)  # continues from its checkpoint, alone
                 continue
         todo.append(job)
-    plan = plan_groups([cfg for cfg, _, _ in todo], stack)
+    plan = plan_groups([cfg for cfg, _, _ in todo], stack, torch.cuda.is_available(),
+                       parse_stack_conv(stack_conv))
     if todo and not plan.groups:
         raise ConfigError(
             f"none of the {len(todo)} run(s) can be stacked ({plan.single[0][1]}); choose "
@@ -160,9 +184,9 @@ def main(args: list[str]) -> int:
     """`python -m aelab.stacked ARGS`: the sweep, then its outcome's exit code."""
     from aelab.sweeps.outcome import summarize_outcome, sweep_statuses
 
-    stack, task, hydra = split_args(args)
+    stack, task, hydra, stack_conv = split_all_args(args)
     sweep = plan_jobs(task, hydra)
-    train_sweep(sweep, stack)
+    train_sweep(sweep, stack, stack_conv=stack_conv)
     line, failures = summarize_outcome(sweep_statuses(sweep.dir))
     log.info("sweep %s: %s", sweep.dir, line)
     print(f"sweep {sweep.dir}: {line}", flush=True)

@@ -18,11 +18,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from aelab.diagnostics.images import add_png_image, tile
 from aelab.errors import Diverged
+from aelab.training.runstate import run_datamodule, run_loggers, run_metrics
 
 
-def tensorboard(trainer: L.Trainer):
-    """The run's TensorBoard SummaryWriter, or None when TensorBoard logging is off."""
-    for logger in trainer.loggers:
+def tensorboard(trainer: L.Trainer, pl_module: L.LightningModule | None = None):
+    """The run's TensorBoard SummaryWriter, or None when TensorBoard logging is off (the
+    loggers of `pl_module`'s run in a stacked group: aelab.training.runstate)."""
+    for logger in run_loggers(trainer, pl_module):
         if isinstance(logger, TensorBoardLogger):
             return logger.experiment
     return None
@@ -72,14 +74,15 @@ class ReconstructionGrid(L.Callback):
                           tile(images.clamp(0, 1).cpu(), columns=LATENT_GRID, shape=shape), step)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
+        writer = tensorboard(trainer, pl_module)
         if writer is None or trainer.sanity_checking:
             return
-        x = trainer.datamodule.probe(self.n_images)
+        data = run_datamodule(trainer, pl_module)
+        x = data.probe(self.n_images)
         with torch.no_grad():
             y = pl_module.reconstruct(x)
         x = pl_module.normalization.decode(x)
-        shape = getattr(trainer.datamodule, "image_shape", None)  # (C, H, W): grey or colour
+        shape = getattr(data, "image_shape", None)  # (C, H, W): grey or colour
         grid = tile(torch.cat([x, y]).clamp(0, 1).cpu(), columns=len(x), shape=shape)
         # step: epochs completed (1 after the first), as the diagnostics images
         add_png_image(writer, "reconstructions", grid, trainer.current_epoch + 1)
@@ -136,7 +139,7 @@ class MetricHistory(L.Callback):
         self.history: dict[str, list[float]] = {}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for key, value in trainer.callback_metrics.items():
+        for key, value in run_metrics(trainer, pl_module).items():
             if not key.endswith(("_step", "_epoch")) and key not in ("step", "epoch"):
                 self.history.setdefault(key, []).append(float(value))
 
@@ -226,7 +229,7 @@ class FiniteGuard(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check_weights(trainer, pl_module)
-        for key, value in trainer.callback_metrics.items():
+        for key, value in run_metrics(trainer, pl_module).items():
             if key.startswith(("val/", "train/")) and not bool(torch.isfinite(value).all()):
                 raise self._diverged(trainer, f"{key} became {float(value)}")
 

@@ -25,6 +25,7 @@ from aelab.losses.elbo import (
     reparameterise,
 )
 from aelab.models import EncoderDecoder
+from aelab.training.runstate import run_datamodule
 from aelab.training.schedulers import build_scheduler
 
 EVAL_SEED = 0  # the z samples of every validation/test pass: the same noise each epoch
@@ -136,17 +137,16 @@ class Autoencoder(L.LightningModule):
         return objective, metrics["train/loss"]
 
     def objective_terms(
-        self, batch: torch.Tensor, generator: torch.Generator | None = None
+        self, batch: torch.Tensor, generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(the loss to minimise, the detached training metrics of the batch)."""
+        """(the loss to minimise, the detached training metrics of the batch). A VAE draws its
+        z ~ q(z|x) with `generator` (None: torch's), or takes `noise`, the N(0, I) draws
+        shaped like the code (a stacked group draws each run's from the run's generator)."""
         if self.vae is None:
             logits, recon = self(batch)
-            per_pixel = self.loss_fn.per_pixel(logits, recon, batch)
-            objective = self.loss_fn.reduce(per_pixel)
-            if self.l2_penalty:
-                objective = objective + self.l2_penalty * self.l2()
-            return objective, {"train/loss": per_pixel.detach().mean()}
-        mu, logvar, logits, recon, nll = self.vae_terms(batch, generator)
+            return self.reconstruction_objective(batch, logits, recon)
+        mu, logvar, logits, recon, nll = self.vae_terms(batch, generator, noise)
         kl_dim = gaussian_kl(mu, logvar)
         kl = kl_dim.sum(1)
         weight = kl_weight(self._kl_epoch, self.vae.beta, self.vae.kl_warmup_epochs)
@@ -162,14 +162,30 @@ class Autoencoder(L.LightningModule):
             }
         return objective, metrics
 
+    def reconstruction_objective(
+        self, batch: torch.Tensor, logits: torch.Tensor, recon: torch.Tensor,
+        l2: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """An autoencoder's objective from the net's outputs on `batch`: the loss's reduction
+        of its per-pixel values, plus the L2 penalty (on `l2`, the weights' sum of squares,
+        when the caller has it: a stacked group's batched net; else `self.l2()`), and the
+        detached per-pixel mean. objective_terms' own, and a stacked MLP group's per run."""
+        per_pixel = self.loss_fn.per_pixel(logits, recon, batch)
+        objective = self.loss_fn.reduce(per_pixel)
+        if self.l2_penalty:
+            objective = objective + self.l2_penalty * (self.l2() if l2 is None else l2)
+        return objective, {"train/loss": per_pixel.detach().mean()}
+
     def vae_terms(
-        self, batch: torch.Tensor, generator: torch.Generator | None = None
+        self, batch: torch.Tensor, generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """(mu, logvar, logits, recon, nll) of a VAE on a batch, one z ~ q(z|x) per image;
+        """(mu, logvar, logits, recon, nll) of a VAE on a batch, one z ~ q(z|x) per image
+        (from `noise` when given, see objective_terms);
         nll = -log p(x|z) per image, (N,), the loss's `nll_per_pixel` summed over pixels
         (its `per_pixel` for a loss that is no likelihood, model.allow_non_likelihood)."""
         mu, logvar = self.net.posterior(batch)
-        z = reparameterise(mu, logvar, generator=generator)
+        z = reparameterise(mu, logvar, generator=generator, noise=noise)
         logits = self.net.decode(z)
         recon = self.net.output_activation(logits)
         return mu, logvar, logits, recon, self._nll(logits, recon, batch)
@@ -203,7 +219,7 @@ class Autoencoder(L.LightningModule):
         return torch.cat(bounds)
 
     def on_train_start(self) -> None:
-        data = self.trainer.datamodule
+        data = run_datamodule(self.trainer, self)
         self._steps_per_epoch = max(1, math.ceil(len(data.splits["train"]) / data.batch_size))
 
     def on_train_epoch_start(self) -> None:

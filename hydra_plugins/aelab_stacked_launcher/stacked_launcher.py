@@ -1,7 +1,9 @@
 """`python -m aelab -m ... hydra/launcher=stacked hydra.launcher.stack=8`: the sweep's jobs,
 composed by Hydra, trained as aelab.stacked.sweep trains them (stackable runs in groups of at most
-`stack`, one process; the others one after another). Each job's folder, `.hydra/` and
-metrics.json are as under the basic launcher; aelab's SweepOutcome callback then counts them.
+`stack`, one process; the others one after another; `hydra.launcher.stack_conv=true` stacks
+conv and VAE runs on the CPU too, where the measured rule leaves them alone). Each job's
+folder, `.hydra/` and metrics.json are as under the basic launcher; aelab's SweepOutcome
+callback then counts them.
 A refused input (stack < 1, no run that can be stacked) prints `aelab: error:` and exits 2.
 """
 
@@ -28,8 +30,8 @@ log = logging.getLogger("aelab")
 
 
 class StackedLauncher(Launcher):
-    def __init__(self, stack: Any = 8) -> None:
-        self.stack = stack
+    def __init__(self, stack: Any = 8, stack_conv: Any = None) -> None:
+        self.stack, self.stack_conv = stack, stack_conv
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -81,7 +83,7 @@ class StackedLauncher(Launcher):
             swept = {o.partition("=")[0].lstrip("+") for o in set().union(*lines)
                      if not all(o in line for line in lines)}
         try:
-            train_sweep(Sweep(sweep_dir, jobs, swept), self.stack, hydra_cfgs)
+            train_sweep(Sweep(sweep_dir, jobs, swept), self.stack, hydra_cfgs, self.stack_conv)
         except AelabError as exc:
             print(f"aelab: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from exc
