@@ -6,7 +6,10 @@
                                              # and the bound the machine sets (2 1-thread loops)
     python -m benchmarks.bench --stacked     # only: K = 4, 8, 16 seed nets stacked
                                              # (python -m aelab.stacked) vs the same K runs in
-                                             # a row, and vs joblib (K = 8)
+                                             # a row, and vs joblib (K = 8); aelab's group vs
+                                             # a hand stacked loop, a run vs the hand loop
+    python -m benchmarks.bench --stacked --stacked-nets conv vae   # also conv / VAE groups
+    python -m benchmarks.bench --device cuda ...   # on the GPU
 
 Timed runs are repeated (--repeat) and interleaved, the two sides of a ratio alternating,
 and each side's median is reported, so that a burst of load on a shared machine hits both.
@@ -45,8 +48,20 @@ def report(name: str, ours: float, base: float, ours_label: str, base_label: str
           f" = {ratio:5.2f}x{goal}", flush=True)
 
 
+DEVICE = {"name": "auto"}  # --device
+
+
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """--device: cpu, cuda, or auto (cuda when there is one)."""
+    name = DEVICE["name"]
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def accelerator() -> str:
+    """trainer.accelerator of the aelab runs timed against hand loops on device()."""
+    return "gpu" if device().type == "cuda" else "cpu"
 
 
 def aelab_epochs(overrides: list[str], epochs: int, net: list[str] = SEED_NET) -> list[float]:
@@ -56,6 +71,7 @@ def aelab_epochs(overrides: list[str], epochs: int, net: list[str] = SEED_NET) -
     with tempfile.TemporaryDirectory() as out:
         cfg = compose_config(
             [*net, f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false",
+             f"trainer.accelerator={accelerator()}",
              "+callbacks.timer._target_=benchmarks.timing.EpochTimer",
              f"+callbacks.timer.dirpath={out}", *overrides],
             out,
@@ -331,14 +347,19 @@ def sweep_results(sweep: Path, model_epochs: int) -> dict[str, float]:
     return {name: m["val"]["mse"] for name, m in found.items()}
 
 
-def bench_stacked(root: str, epochs: int, repeat: int, ks: list[int], data: str) -> None:
+def bench_stacked(root: str, epochs: int, repeat: int, ks: list[int], data: str,
+                  nets: list[str] | None = None) -> None:
     """Whole sweeps of K seeds of the seed net (batch 128, diagnostics and logging on), each a
     child process: stacked (`python -m aelab.stacked stack=K`) vs in a row (`python -m aelab
     -m`), and vs joblib with 2 workers for K = 8; seconds per model-epoch (the sweep's wall
-    time, start-up and test included, / (K x epochs))."""
+    time, start-up and test included, / (K x epochs)). Then aelab against hand-written loops
+    (benchmarks.stacked): the group per model-epoch vs a hand stacked loop, a single run vs
+    the hand loop; and conv or VAE sweeps stacked vs in a row (`nets`)."""
+    from benchmarks.stacked import bench_group_vs_hand, bench_nets
+
     where = TINY_DATA if data == "synthetic" else [f"data.root={root}"]
     common = [*SEED_NET, *where, "data.batch_size=128", f"trainer.max_epochs={epochs}",
-              "trainer.enable_progress_bar=false"]
+              "trainer.enable_progress_bar=false", f"trainer.accelerator={accelerator()}"]
     for k in ks:
         grid = [*common, "seed=" + ",".join(str(s) for s in range(k))]
         runs = k * epochs
@@ -358,6 +379,9 @@ def bench_stacked(root: str, epochs: int, repeat: int, ks: list[int], data: str)
                                                  "hydra.launcher.n_jobs=2"], runs)
             report("K=8 stacked / joblib 2, s/model-epoch", stacked, joblib, "stacked",
                    "joblib")
+    bench_group_vs_hand(where, epochs, repeat, ks, accelerator(), device())
+    if nets:
+        bench_nets(where, epochs, repeat, [min(ks)], nets, accelerator())
 
 
 def bench_sweep(root: str) -> None:
@@ -385,6 +409,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stacked", action="store_true",
                         help="time stacked sweeps (alone unless --only names other figures)")
     parser.add_argument("--stacked-ks", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--stacked-nets", nargs="*", choices=["conv", "vae"], default=[],
+                        help="also conv / VAE sweeps stacked (stack_conv=true) vs in a row, at "
+                             "the smallest --stacked-ks")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where hand loops and aelab runs train (auto: cuda if present)")
     parser.add_argument("--stacked-data", choices=["mnist", "synthetic"], default="mnist",
                         help="synthetic: a tiny set, to check the figure runs (timings mean "
                              "little)")
@@ -392,6 +421,9 @@ def main(argv: list[str] | None = None) -> None:
     args.data_root = str(Path(args.data_root).resolve())  # the child runs start elsewhere
     if args.epochs < 2 or args.repeat < 1:
         parser.error("--epochs must be >= 2 (the first epoch is warm-up) and --repeat >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    DEVICE["name"] = args.device
     only = set(args.only or ([] if args.stacked else FIGURES))
     print(f"aelab bench: {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), device {device()}"
@@ -411,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_sweep(args.data_root)
     if args.stacked:
         bench_stacked(args.data_root, args.epochs, args.repeat, args.stacked_ks,
-                      args.stacked_data)
+                      args.stacked_data, args.stacked_nets)
 
 
 if __name__ == "__main__":

@@ -81,8 +81,10 @@ class StackedGroup(SlotCallbacks):
 
     def __init__(self, jobs: list[tuple[DictConfig, dict[str, str], list[str]]],
                  swept: set[str] | None = None,
-                 hydra_cfgs: dict[str, DictConfig] | None = None) -> None:
+                 hydra_cfgs: dict[str, DictConfig] | None = None,
+                 callbacks: list[L.Callback] | None = None) -> None:
         self.jobs = jobs
+        self.callbacks = list(callbacks or [])  # the group Trainer's own (a timer, say)
         self.swept = swept
         self.hydra_cfgs = hydra_cfgs or {}
         self.started = time.perf_counter()
@@ -227,7 +229,8 @@ class StackedGroup(SlotCallbacks):
             enable_checkpointing=False,  # each run's LastCheckpoint writes its last.ckpt
             # a bar on a terminal only; elsewhere the group's "stacked epoch" lines
             enable_progress_bar=progress,
-            callbacks=[StepProgressBar(refresh_rate=20)] if progress else [],
+            callbacks=[*self.callbacks,
+                       *([StepProgressBar(refresh_rate=20)] if progress else [])],
             inference_mode=False,  # validation copies each slot's weights into its net
             plugins=[SlotCheckpoints(self)],
             default_root_dir=str(slots[0].out_dir),
@@ -298,8 +301,11 @@ class StackedGroup(SlotCallbacks):
 
 def train_group(jobs: list[tuple[DictConfig, dict[str, str], list[str]]],
                 swept: set[str] | None = None,
-                hydra_cfgs: dict[str, DictConfig] | None = None) -> list[dict[str, Any]]:
+                hydra_cfgs: dict[str, DictConfig] | None = None,
+                callbacks: list[L.Callback] | None = None) -> list[dict[str, Any]]:
     """Train `jobs` ((config, choices, overrides) of stackable runs) as one stacked model;
     `swept`: the keys the sweep varies (marked in HParams); `hydra_cfgs`: run folder -> its
-    Hydra job config, when Hydra launched the sweep (hydra/launcher=stacked)."""
-    return StackedGroup(jobs, swept, hydra_cfgs).run()
+    Hydra job config, when Hydra launched the sweep (hydra/launcher=stacked); `callbacks`:
+    Lightning callbacks of the group's Trainer itself, which see the group as a whole
+    (benchmarks.timing.EpochTimer times its epochs)."""
+    return StackedGroup(jobs, swept, hydra_cfgs, callbacks).run()
