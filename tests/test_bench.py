@@ -50,7 +50,7 @@ def test_bench_epoch_and_startup_print_consistent_ratios(mnist_root):
 
 def test_bench_stacked_prints_its_ratio_on_tiny_synthetic_sweeps():
     proc = bench("--stacked", "--stacked-data", "synthetic", "--stacked-ks", "2",
-                 "--epochs", "2", "--repeat", "1")
+                 "--epochs", "2", "--repeat", "1", "--stacked-parts", "sweeps", "hand")
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = ratios(proc.stdout)
     assert set(found) == {"K=2 stacked / in a row, s/model-epoch",

@@ -6,7 +6,8 @@ parameters on a leading axis, and `torch.func.vmap` over `torch.func.functional_
 the first member's `Autoencoder.objective_terms` (the single run's objective: loss, VAE
 ELBO, KL warm-up, free bits, L2 penalty) with slot j's parameters for slot j. The members
 share everything that shapes that function (model, loss, l2_penalty, VAE settings); their
-weights, data and noise are their own. Conv, conv_mlp, VAEs and user modules stack so.
+weights (and a loss's own parameters: gaussian_nll's log sigma^2), data and noise are their
+own. Conv, conv_mlp, VAEs, user modules and losses with parameters stack so.
 
 A VAE's noise: each single run draws eps ~ N(0, I) from torch's global generator, seeded by
 `seed_everything(seed)` before `build`; each slot draws its own from a generator in that
@@ -46,7 +47,7 @@ class FuncStack(Stack):
         self.members = list(members)
         self.runs = [modules[k] for k in self.members]  # a list: not submodules of the stack
         self.generators = [generators[k] for k in self.members]
-        params, buffers = stack_module_state([run.net for run in self.runs])
+        params, buffers = stack_module_state(list(self.runs))  # net and loss parameters
         self.names, self.buffer_names = list(params), list(buffers)
         self.params = nn.ParameterList([nn.Parameter(params[n].detach()) for n in self.names])
         for i, name in enumerate(self.buffer_names):
@@ -60,8 +61,8 @@ class FuncStack(Stack):
 
     def _one(self, params: tuple[torch.Tensor, ...], buffers: tuple[torch.Tensor, ...],
              x: torch.Tensor, noise: torch.Tensor | None) -> Any:
-        state = {f"module.net.{n}": p for n, p in zip(self.names, params)}
-        state |= {f"module.net.{n}": b for n, b in zip(self.buffer_names, buffers)}
+        state = {f"module.{n}": p for n, p in zip(self.names, params)}
+        state |= {f"module.{n}": b for n, b in zip(self.buffer_names, buffers)}
         return functional_call(self._objective[0], state, (x, noise))
 
     def noise(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -81,14 +82,14 @@ class FuncStack(Stack):
         fn = self._vmapped if noise is not None else self._vmapped_plain
         return fn(tuple(self.params), self.stacked_buffers(), x, noise)
 
-    def net_parameters(self, net: nn.Module) -> list[nn.Parameter]:
-        return [net.get_parameter(name) for name in self.names]
+    def run_parameters(self, run: nn.Module) -> list[nn.Parameter]:
+        return [run.get_parameter(name) for name in self.names]
 
     @torch.no_grad()
-    def copy_slot_to(self, j: int, net: nn.Module, grads: bool = False) -> None:
-        super().copy_slot_to(j, net, grads)
+    def copy_slot_to(self, j: int, run: nn.Module, grads: bool = False) -> None:
+        super().copy_slot_to(j, run, grads)
         for name, buffer in zip(self.buffer_names, self.stacked_buffers()):
-            net.get_buffer(name).copy_(buffer[j])
+            run.get_buffer(name).copy_(buffer[j])
 
     @torch.no_grad()
     def probe(self, images: torch.Tensor) -> None:

@@ -63,9 +63,10 @@ log = logging.getLogger("aelab")
 def make_stacks(slots: list[Slot]) -> list[Stack]:
     """The group's stacks: one StackedMLP when every net is an MLP (the hand-written path,
     faster than vmap where it applies: see aelab.stacked.net), else one FuncStack per
-    objective (runs with equal losses and L2 penalties share one vmapped call)."""
+    objective (runs with equal losses and L2 penalties share one vmapped call; a loss with
+    parameters of its own, gaussian_nll, stacks there too)."""
     runs = [slot.module for slot in slots]
-    if all(is_mlp(run.net) for run in runs):
+    if all(is_mlp(run.net) and not any(True for _ in run.loss_fn.parameters()) for run in runs):
         return [StackedMLP(range(len(slots)), runs)]
     by_objective: dict[str, list[int]] = {}
     for k, slot in enumerate(slots):
@@ -104,8 +105,6 @@ class StackedGroup(SlotCallbacks):
         parts = build(checked)  # exactly a single run's objects, its initial weights included
         generator = torch.Generator()  # torch's global RNG as the single run trains from it
         generator.set_state(torch.get_rng_state())
-        if any(True for _ in parts.loss.parameters()):
-            raise ValueError(f"loss={parts.loss.name} has trainable parameters")
         if data is not None:
             parts.data = data  # one copy of the (identical) splits for the group
         logger = instantiate(cfg.logger) if cfg.get("logger") else False

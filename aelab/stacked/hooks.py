@@ -123,6 +123,7 @@ class SlotCallbacks:
         for k, slot in self._active():
             self.module.copy_to_net(k)
             train = {key: value[k] for key, value in means.items()}
+            train |= slot.module.loss_fn.learned_values()  # gaussian_nll's train/sigma
             slot.state.metrics.update({**train, "train/lr": torch.tensor(self.lrs[k])})
             if slot.logger:
                 slot.logger.log_metrics({**{key: float(v) for key, v in train.items()},

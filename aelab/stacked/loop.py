@@ -107,6 +107,9 @@ class StackedModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.group, self.reference, self.log_every = group, reference, log_every
+        first = runs[0]  # trainer.* keys split groups: every run's module has these settings
+        self.accumulate = first.accumulate_grad_batches
+        self.clip = (first.gradient_clip_val, first.gradient_clip_algorithm)
         self.stacks = nn.ModuleList(stacks)
         self.runs = nn.ModuleList(runs)  # each slot's single-run Autoencoder
         self.where = {k: (stack, j) for stack in stacks for j, k in enumerate(stack.members)}
@@ -139,9 +142,9 @@ class StackedModule(L.LightningModule):
     # ------------------------------------------------------------ slots
 
     def copy_to_net(self, k: int, grads: bool = False) -> None:
-        """Slot k's weights (and gradients) into its single run's net."""
+        """Slot k's weights (and gradients) into its single run's module."""
         stack, j = self.where[k]
-        stack.copy_slot_to(j, self.runs[k].net, grads)
+        stack.copy_slot_to(j, self.runs[k], grads)
 
     def mask(self, k: int) -> None:
         """Stop slot k: zero its weights, gradients and optimiser state; train the others."""
@@ -159,10 +162,14 @@ class StackedModule(L.LightningModule):
         """One optimiser step of every active slot per step of `chunk` (a call's
         `steps_per_call` lists of per-slot batches), then the divergence check over them."""
         group, optimizer, active = self.group, self.optimizers(), self.active
+        accumulate = self.accumulate
+        last_call = batch_idx == self.trainer.num_training_batches - 1
         pending, steps = [], []
-        for batches in chunk:
+        for i, batches in enumerate(chunk):
             step = self.trainer.global_step
+            first = self.seen % accumulate == 0  # as Autoencoder.training_step counts them
             self.seen += 1
+            steps_now = self.seen % accumulate == 0 or (last_call and i == len(chunk) - 1)
             for run in self.runs:  # a VAE's KL warm-up: at the single run's fractional epoch
                 run._kl_epoch = self.current_epoch + (self.seen - 1) / run._steps_per_epoch
             total, objectives, metrics = None, [], []
@@ -175,16 +182,18 @@ class StackedModule(L.LightningModule):
                 objectives.append(objective.detach())
                 metrics.append(values)
             values = {key: self._in_slot_order([m[key] for m in metrics]) for key in metrics[0]}
-            if step % self.log_every == 0:
+            if first and step % self.log_every == 0:
                 group.log_step(values["train/loss"], step)
-            optimizer.zero_grad()
+            if first:
+                optimizer.zero_grad()
             if total is not None:
-                self.manual_backward(total)
-            group.sample_gradients(step, before=True)
-            self.lr_scale.keep()
-            optimizer.step()
-            self.lr_scale.apply()
-            group.sample_gradients(step, before=False)
+                self.manual_backward(total / accumulate if accumulate > 1 else total)
+            if steps_now:
+                group.sample_gradients(step, before=True)
+                self.lr_scale.keep()
+                optimizer.step()  # clips in on_before_optimizer_step, as a single run does
+                self.lr_scale.apply()
+                group.sample_gradients(step, before=False)
             n = batches[0].shape[0]
             for key, value in values.items():
                 self.sums[key] = self.sums[key] + value * n if key in self.sums else value * n
@@ -194,6 +203,14 @@ class StackedModule(L.LightningModule):
         group.check_losses(torch.stack(pending), steps)
         if not any(active):
             self.trainer.should_stop = True
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Each slot's gradients clipped as its single module clips them (trainer.
+        gradient_clip_val, gradient_clip_algorithm), after the diagnostics' sample."""
+        value, algorithm = self.clip
+        if value:
+            for stack in self.stacks:
+                stack.clip_gradients(value, algorithm)
 
     # ------------------------------------------------------------ validation
 

@@ -49,14 +49,15 @@ class Stack(nn.Module):
         single net's layout."""
         return stacked[j].clone()
 
-    def net_parameters(self, net: nn.Module) -> list[nn.Parameter]:
-        """The single net's parameters that `params` hold, in the same order."""
+    def run_parameters(self, run: nn.Module) -> list[nn.Parameter]:
+        """The single run's module's parameters that `params` hold, in the same order."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def copy_slot_to(self, j: int, net: nn.Module, grads: bool = False) -> None:
-        """Write slot j's weights (and, with `grads`, its gradients) into a single `net`."""
-        for i, (mine, theirs) in enumerate(zip(self.params, self.net_parameters(net))):
+    def copy_slot_to(self, j: int, run: nn.Module, grads: bool = False) -> None:
+        """Write slot j's weights (and, with `grads`, its gradients) into a single run's
+        module `run` (its net; a FuncStack's loss parameters too)."""
+        for i, (mine, theirs) in enumerate(zip(self.params, self.run_parameters(run))):
             theirs.copy_(self.slot_tensor(i, mine, j))
             if grads:
                 theirs.grad = None if mine.grad is None else self.slot_tensor(i, mine.grad, j)
@@ -73,6 +74,22 @@ class Stack(nn.Module):
                 for value in optimizer.state.get(p, {}).values():
                     if torch.is_tensor(value) and value.shape == p.shape:
                         value[j].zero_()
+
+    @torch.no_grad()
+    def clip_gradients(self, value: float, algorithm: str = "norm") -> None:
+        """Each slot's gradients clipped as its single run clips them (Lightning's
+        clip_gradients: torch's clip_grad_norm_ over all its parameters, or clip_grad_value_)."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return
+        if algorithm == "value":
+            for g in grads:
+                g.clamp_(-value, value)
+            return
+        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
+        coef = (value / (torch.linalg.vector_norm(norms, dim=0) + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
 
     def finite_slots(self) -> torch.Tensor:
         """(m,) bools: slot j's weights are all finite."""
@@ -172,8 +189,8 @@ class StackedMLP(Stack):
         """A weight (K, in, out) or bias (K, 1, out) tensor's slot j as (out, in) or (out,)."""
         return stacked[j].t().contiguous() if index % 2 == 0 else stacked[j, 0].clone()
 
-    def net_parameters(self, net: nn.Module) -> list[nn.Parameter]:
-        return [p for layer in _linear_layers(net) for p in (layer.weight, layer.bias)]
+    def run_parameters(self, run: nn.Module) -> list[nn.Parameter]:
+        return [p for layer in _linear_layers(run.net) for p in (layer.weight, layer.bias)]
 
 
 def stack_values(objectives: list[torch.Tensor | None],

@@ -9,7 +9,9 @@ the group's Trainer all read it:
   for VARY_IN_GROUP (the same model, activation, resolved output activation, data, batch
   size, optimiser class and settings but lr, trainer, callbacks, steps_per_call, ...).
 - GROUP_TRAINER_KEYS: the trainer.* keys a group honours: passed to the group's one Lightning
-  Trainer (equal in a group, since they split groups), so each run trains as it would alone.
+  Trainer (equal in a group, since they split groups), so each run trains as it would alone;
+  GROUP_MODULE_KEYS (clipping, accumulation): applied per slot by the group's module, as a
+  single run's module applies them.
 - TRAINER_NEUTRAL: trainer.* keys a group accepts at these values only (nothing to do); any
   other trainer.* key not null, or a neutral one at another value, makes the run train alone, with
   the reason (`why_not_stackable`) printed in the plan. Nothing is dropped silently.
@@ -52,9 +54,10 @@ GROUP_TRAINER_KEYS = ("max_epochs", "accelerator", "log_every_n_steps", "num_san
                       "enable_model_summary", "enable_progress_bar", "limit_train_batches",
                       "limit_val_batches", "check_val_every_n_epoch", "deterministic",
                       "benchmark")
+# trainer.* keys the group's module applies, as a single run's module applies them
+GROUP_MODULE_KEYS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
 # trainer.* keys a group accepts at these values only (a single run's "off")
-TRAINER_NEUTRAL = {"devices": (1, "1"), "gradient_clip_val": (None, 0, 0.0),
-                   "accumulate_grad_batches": (None, 1), "max_steps": (None, -1),
+TRAINER_NEUTRAL = {"devices": (1, "1"), "max_steps": (None, -1),
                    "precision": (None, 32, "32", "32-true")}
 LOSSES_WITH_PARAMETERS = ("aelab.losses.GaussianNLL",)
 # the callbacks a stacked group runs per slot (the progress bar: one line per group epoch)
@@ -69,11 +72,9 @@ OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch
 def why_not_in_a_group(trainer: DictConfig) -> str | None:
     """Why a run's trainer.* settings keep it out of a group (the first key a group does not
     honour), or None."""
-    clipping = trainer.get("gradient_clip_val")
     for key, value in trainer.items():
-        if key in GROUP_TRAINER_KEYS or value is None or (
-                key == "gradient_clip_algorithm" and not clipping):
-            continue  # honoured, Lightning's default, or nothing to clip
+        if key in GROUP_TRAINER_KEYS or key in GROUP_MODULE_KEYS or value is None:
+            continue  # honoured, or Lightning's default
         if key in TRAINER_NEUTRAL and value in TRAINER_NEUTRAL[key]:
             continue
         if key in TRAINER_NEUTRAL:
@@ -121,14 +122,14 @@ def why_not_stackable(cfg: DictConfig, device: str = "cpu",
     """Why this run cannot share a stacked model on `device` (the option to change), or None;
     `stack_conv`: see stacks_any_net."""
     net = _not_an_mlp(cfg)
+    if net is None and OmegaConf.select(cfg, "loss._target_") in LOSSES_WITH_PARAMETERS:
+        net = f"loss={OmegaConf.select(cfg, 'loss.name') or cfg.loss._target_} trains a " \
+              f"parameter of its own (stacked with torch.func)"
     if net is not None and not stacks_any_net(device, stack_conv):
         forced = "hydra.launcher.stack_conv=false" if stack_conv is False else \
             "on the CPU stacking takes model=mlp or seed (measured faster); " \
             "hydra.launcher.stack_conv=true stacks any net"
         return f"{net} ({forced})"
-    if OmegaConf.select(cfg, "loss._target_") in LOSSES_WITH_PARAMETERS:
-        return f"loss={OmegaConf.select(cfg, 'loss.name') or cfg.loss._target_} trains a " \
-               f"parameter of its own"
     optimizer = OmegaConf.select(cfg, "optimizer._target_")
     if optimizer not in OPTIMIZERS:
         return f"optimizer._target_={optimizer} (stacking takes {', '.join(OPTIMIZERS)})"
