@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -347,43 +346,6 @@ def sweep_results(sweep: Path, model_epochs: int) -> dict[str, float]:
     return {name: m["val"]["mse"] for name, m in found.items()}
 
 
-def bench_stacked(root: str, epochs: int, repeat: int, ks: list[int], data: str,
-                  nets: list[str] | None = None) -> None:
-    """Whole sweeps of K seeds of the seed net (batch 128, diagnostics and logging on), each a
-    child process: stacked (`python -m aelab.stacked stack=K`) vs in a row (`python -m aelab
-    -m`), and vs joblib with 2 workers for K = 8; seconds per model-epoch (the sweep's wall
-    time, start-up and test included, / (K x epochs)). Then aelab against hand-written loops
-    (benchmarks.stacked): the group per model-epoch vs a hand stacked loop, a single run vs
-    the hand loop; and conv or VAE sweeps stacked vs in a row (`nets`)."""
-    from benchmarks.stacked import bench_group_vs_hand, bench_nets
-
-    where = TINY_DATA if data == "synthetic" else [f"data.root={root}"]
-    common = [*SEED_NET, *where, "data.batch_size=128", f"trainer.max_epochs={epochs}",
-              "trainer.enable_progress_bar=false", f"trainer.accelerator={accelerator()}"]
-    for k in ks:
-        grid = [*common, "seed=" + ",".join(str(s) for s in range(k))]
-        runs = k * epochs
-        mine: dict[str, float] = {}
-        theirs: dict[str, float] = {}
-        stacked, in_row = interleaved(
-            lambda: per_model_epoch(RUN_STACKED, [*grid, f"stack={k}"], runs, mine),  # noqa: B023
-            lambda: per_model_epoch(RUN_AELAB, ["-m", *grid], runs, theirs), repeat)  # noqa: B023
-        report(f"K={k} stacked / in a row, s/model-epoch", stacked, in_row, "stacked",
-               "in a row", "<= 0.71x (1.4x throughput)" if k == 8 else "")
-        same = max(abs(mine[f] - theirs[f]) / abs(theirs[f]) for f in theirs) \
-            if set(mine) == set(theirs) else math.inf
-        print(f"  same work: {len(theirs)} runs x {epochs} epochs each side, final val/mse "
-              f"max relative difference {same:.2e}", flush=True)
-        if k == 8:
-            joblib = per_model_epoch(RUN_AELAB, ["-m", *grid, "hydra/launcher=joblib",
-                                                 "hydra.launcher.n_jobs=2"], runs)
-            report("K=8 stacked / joblib 2, s/model-epoch", stacked, joblib, "stacked",
-                   "joblib")
-    bench_group_vs_hand(where, epochs, repeat, ks, accelerator(), device())
-    if nets:
-        bench_nets(where, epochs, repeat, [min(ks)], nets, accelerator())
-
-
 def bench_sweep(root: str) -> None:
     grid = ["loss=bce,mse", "activation=sigmoid,relu", "seed=0,1", "trainer.max_epochs=1",
             f"data.root={root}", "trainer.enable_progress_bar=false"]
@@ -412,6 +374,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stacked-nets", nargs="*", choices=["conv", "vae"], default=[],
                         help="also conv / VAE sweeps stacked (stack_conv=true) vs in a row, at "
                              "the smallest --stacked-ks")
+    parser.add_argument("--stacked-parts", nargs="+", choices=["sweeps", "hand", "engines"],
+                        default=["sweeps", "hand", "engines"],
+                        help="sweeps: whole child sweeps stacked vs in a row (and joblib); "
+                             "hand: aelab vs hand-written loops; engines: per step, baddbmm "
+                             "and vmap vs in a row")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where hand loops and aelab runs train (auto: cuda if present)")
     parser.add_argument("--stacked-data", choices=["mnist", "synthetic"], default="mnist",
@@ -442,8 +409,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.sweep:
         bench_sweep(args.data_root)
     if args.stacked:
+        from benchmarks.stacked import bench_stacked
+
         bench_stacked(args.data_root, args.epochs, args.repeat, args.stacked_ks,
-                      args.stacked_data, args.stacked_nets)
+                      args.stacked_data, args.stacked_nets, args.stacked_parts)
 
 
 if __name__ == "__main__":

@@ -241,9 +241,18 @@ class StackedGroup(SlotCallbacks):
             log.info("training stacked (%d runs) -> %s", len(slots), slot.out_dir)
         trainer.fit(module, train_dataloaders=StepChunks(batches, per_call),
                     val_dataloaders=[d.val_dataloader() for d in datas])
-        for k in range(len(slots)):
-            if module.active[k]:
-                self._finish(k)
+        done = [k for k in range(len(slots)) if module.active[k]]
+        if not done:
+            return
+        global_step, epochs = trainer.global_step, trainer.current_epoch
+        for k in done:  # as a single run's fit ends: its diagnostics' last measurement
+            self.module.copy_to_net(k)
+            if slots[k].diagnostics is not None:
+                slots[k].diagnostics.on_train_end(trainer, slots[k].module)
+        # the test through the same Trainer (trainer.limit_test_batches as a single run's)
+        trainer.test(module, dataloaders=[d.test_dataloader() for d in datas], verbose=False)
+        for k in done:
+            self._finish(k, global_step, epochs)
 
     # ------------------------------------------------------------ records
 
@@ -274,14 +283,11 @@ class StackedGroup(SlotCallbacks):
             **summary,
         )
 
-    def _finish(self, k: int) -> None:
-        """Slot k's test, metrics.json and HParams session, as aelab.training.run writes them."""
-        slot, module, trainer = self.slots[k], self.slots[k].module, self.trainer
-        self.module.copy_to_net(k)
-        global_step, epochs = trainer.global_step, trainer.current_epoch
-        if slot.diagnostics is not None:
-            slot.diagnostics.on_train_end(trainer, module)
-        tested = module.evaluate(slot.state.datamodule.test_dataloader(), "test")
+    def _finish(self, k: int, global_step: int, epochs: int) -> None:
+        """Slot k's test results, metrics.json and HParams session, as aelab.training.run
+        writes them."""
+        slot = self.slots[k]
+        tested = slot.module.evaluated()
         test = {key.removeprefix("test/"): float(v) for key, v in tested.items()}
         test |= {"step": float(global_step), "epoch": float(epochs)}
         if slot.logger:

@@ -228,6 +228,14 @@ class StackedModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.group.end_validation()
 
+    def test_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """The batch of test set `dataloader_idx` through the single-run module of every
+        active slot that tests on it (its net holding its weights: StackedGroup._finish);
+        each module keeps its own means (`evaluated()`)."""
+        for k, run in enumerate(self.runs):
+            if self.active[k] and self.group.data_index[k] == dataloader_idx:
+                run.test_step(batch, batch_idx)
+
     def on_train_epoch_end(self) -> None:
         self.group.end_epoch(self.sums, self.count)
         active = self.active

@@ -52,8 +52,8 @@ STACK_FREE_KEYS = tuple(VARY_IN_GROUP)
 # trainer.* keys passed to the group's Trainer, as a single run passes them to its own
 GROUP_TRAINER_KEYS = ("max_epochs", "accelerator", "log_every_n_steps", "num_sanity_val_steps",
                       "enable_model_summary", "enable_progress_bar", "limit_train_batches",
-                      "limit_val_batches", "check_val_every_n_epoch", "deterministic",
-                      "benchmark")
+                      "limit_val_batches", "limit_test_batches", "check_val_every_n_epoch",
+                      "deterministic", "benchmark")
 # trainer.* keys the group's module applies, as a single run's module applies them
 GROUP_MODULE_KEYS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
 # trainer.* keys a group accepts at these values only (a single run's "off")
