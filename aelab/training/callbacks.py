@@ -34,10 +34,8 @@ LATENT_GRID = 11  # samples/latent_grid: 11 x 11 points of [-2, 2]^2
 
 def decoded_mean(pl_module: L.LightningModule, z: torch.Tensor) -> torch.Tensor:
     """The decoder's mean (the loss's prediction, e.g. the continuous Bernoulli's mean) at
-    codes z, in [0, 1] pixel units."""
-    logits = pl_module.net.decode(z)
-    pred = pl_module.loss_fn.prediction(logits, pl_module.net.output_activation(logits))
-    return pl_module.normalization.decode(pred)
+    codes z, in [0, 1] pixel units, flat (N, C*H*W)."""
+    return pl_module.decode(z).flatten(1)
 
 
 class ReconstructionGrid(L.Callback):
@@ -76,8 +74,7 @@ class ReconstructionGrid(L.Callback):
         if writer is None or trainer.sanity_checking:
             return
         x = trainer.datamodule.probe(self.n_images)
-        with torch.no_grad():
-            y = pl_module.reconstruct(x)
+        y = pl_module.reconstruct(x, normalized=True)
         x = pl_module.normalization.decode(x)
         shape = getattr(trainer.datamodule, "image_shape", None)  # (C, H, W): grey or colour
         grid = tile(torch.cat([x, y]).clamp(0, 1).cpu(), columns=len(x), shape=shape)
