@@ -14,9 +14,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from aelab.diagnostics.images import add_png_image, tile
+from aelab.diagnostics.images import add_png_image, image_pixels, tile
 from aelab.errors import Diverged
 
 
@@ -26,6 +26,22 @@ def tensorboard(trainer: L.Trainer):
         if isinstance(logger, TensorBoardLogger):
             return logger.experiment
     return None
+
+
+def image_loggers(trainer: L.Trainer) -> list[Any]:
+    """The run's loggers that hold images: TensorBoard's and Weights & Biases'."""
+    return [lg for lg in trainer.loggers if isinstance(lg, (TensorBoardLogger, WandbLogger))]
+
+
+def log_image(trainer: L.Trainer, tag: str, image: torch.Tensor, step: int) -> None:
+    """An image in [0, 1], (H, W) or (C, H, W), on every logger that holds images: TensorBoard
+    at `step` (epochs), Weights & Biases at the trainer's global step (its x axis); skipped
+    for the others (CSV, ...)."""
+    for logger in image_loggers(trainer):
+        if isinstance(logger, TensorBoardLogger):
+            add_png_image(logger.experiment, tag, image, step)
+        else:
+            logger.log_image(key=tag, images=[image_pixels(image)], step=trainer.global_step)
 
 
 PRIOR_SEED = 0  # the fixed z ~ N(0, I) of samples/prior, the same in every run
@@ -51,27 +67,27 @@ class ReconstructionGrid(L.Callback):
     def __init__(self, n_images: int = 16) -> None:
         self.n_images = n_images
 
-    def _samples(self, writer, pl_module: L.LightningModule, shape, step: int) -> None:
+    def _samples(self, trainer: L.Trainer, pl_module: L.LightningModule, shape,
+                 step: int) -> None:
         net = pl_module.net
         d = net.code_dim
         z = torch.randn(self.n_images, d, generator=torch.Generator().manual_seed(PRIOR_SEED))
         with torch.no_grad():
             prior = decoded_mean(pl_module, z.to(pl_module.device))
         columns = math.ceil(math.sqrt(len(prior)))
-        add_png_image(writer, "samples/prior",
-                      tile(prior.clamp(0, 1).cpu(), columns=columns, shape=shape), step)
+        log_image(trainer, "samples/prior",
+                  tile(prior.clamp(0, 1).cpu(), columns=columns, shape=shape), step)
         if d == 2:
             axis = torch.linspace(-2, 2, LATENT_GRID)
             z2, z1 = torch.meshgrid(axis, axis, indexing="ij")
             grid_z = torch.stack([z1.flatten(), z2.flatten()], 1).to(pl_module.device)
             with torch.no_grad():
                 images = decoded_mean(pl_module, grid_z)
-            add_png_image(writer, "samples/latent_grid",
-                          tile(images.clamp(0, 1).cpu(), columns=LATENT_GRID, shape=shape), step)
+            log_image(trainer, "samples/latent_grid",
+                      tile(images.clamp(0, 1).cpu(), columns=LATENT_GRID, shape=shape), step)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or trainer.sanity_checking:
+        if not image_loggers(trainer) or trainer.sanity_checking:
             return
         x = trainer.datamodule.probe(self.n_images)
         y = pl_module.reconstruct(x, normalized=True)
@@ -79,9 +95,9 @@ class ReconstructionGrid(L.Callback):
         shape = getattr(trainer.datamodule, "image_shape", None)  # (C, H, W): grey or colour
         grid = tile(torch.cat([x, y]).clamp(0, 1).cpu(), columns=len(x), shape=shape)
         # step: epochs completed (1 after the first), as the diagnostics images
-        add_png_image(writer, "reconstructions", grid, trainer.current_epoch + 1)
+        log_image(trainer, "reconstructions", grid, trainer.current_epoch + 1)
         if getattr(pl_module.net, "variational", False):
-            self._samples(writer, pl_module, shape, trainer.current_epoch + 1)
+            self._samples(trainer, pl_module, shape, trainer.current_epoch + 1)
 
 
 def fsync_file(path: Path) -> None:
