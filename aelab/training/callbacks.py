@@ -1,6 +1,7 @@
 """Lightning callbacks: reconstruction images, an atomic last checkpoint, the metric history,
 the divergence guard, the run record kept in checkpoints and the progress display: a bar
-counting steps on a terminal, one line per epoch elsewhere (a file, a SLURM log)."""
+counting steps on a terminal, ending each epoch with its line; one line per epoch elsewhere
+(a file, a SLURM log)."""
 
 from __future__ import annotations
 
@@ -244,13 +245,50 @@ class FiniteGuard(L.Callback):
                 raise self._diverged(trainer, f"{key} became {float(value)}")
 
 
+def epoch_line(trainer: L.Trainer, seconds: float, steps: int) -> str:
+    """The epoch's line: epoch, train/loss, val/mse (a VAE: val/elbo), epoch time, steps/s."""
+    metrics = trainer.callback_metrics
+    total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
+    parts = [f"epoch {trainer.current_epoch + 1}{total}"]
+    parts += [f"{k} {float(metrics[k]):.5f}" for k in ("train/loss", "val/mse", "val/elbo")
+              if k in metrics]
+    parts += [f"{seconds:.1f} s", f"{steps / max(seconds, 1e-9):.0f} steps/s"]
+    return "  ".join(parts)
+
+
+FALLBACK_COLUMNS = 100  # a terminal that reports no width (0 columns): tqdm would draw nothing
+
+
 class StepProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, counting optimiser steps (and steps/s) where Lightning's counts
-    training batches, each of which holds `steps_per_call` steps."""
+    training batches, each of which holds `steps_per_call` steps; each epoch ends with its
+    line (`epoch_line`, printed above the bar) unless `epoch_lines` is false."""
 
-    def __init__(self, refresh_rate: int = 1, leave: bool = False) -> None:
+    def __init__(self, refresh_rate: int = 1, leave: bool = False,
+                 epoch_lines: bool = True) -> None:
         super().__init__(refresh_rate=refresh_rate, leave=leave)
+        self.epoch_lines = epoch_lines
         self._epoch_start = self._shown = 0
+        self._started = 0.0
+
+    def _sized(self, bar: Any) -> Any:
+        """`bar` drawn FALLBACK_COLUMNS wide when the terminal reports a width of 0."""
+        try:
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+        except (OSError, ValueError, AttributeError):  # not a terminal: tqdm's own width
+            columns = 1
+        if columns <= 0:
+            bar.dynamic_ncols, bar.ncols = False, FALLBACK_COLUMNS
+        return bar
+
+    def init_train_tqdm(self) -> Any:
+        return self._sized(super().init_train_tqdm())
+
+    def init_validation_tqdm(self) -> Any:
+        return self._sized(super().init_validation_tqdm())
+
+    def init_test_tqdm(self) -> Any:
+        return self._sized(super().init_test_tqdm())
 
     @property
     def total_train_batches(self) -> int | float:
@@ -264,6 +302,7 @@ class StepProgressBar(TQDMProgressBar):
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._epoch_start, self._shown = trainer.global_step, 0
+        self._started = time.perf_counter()
         super().on_train_epoch_start(trainer, *args)
 
     def on_train_batch_end(
@@ -280,10 +319,17 @@ class StepProgressBar(TQDMProgressBar):
             bar.refresh()
         bar.set_postfix(self.get_metrics(trainer, pl_module))
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.epoch_lines and self.is_enabled and not trainer.sanity_checking:
+            seconds = time.perf_counter() - self._started
+            # above the bar (tqdm's write), which the next epoch redraws
+            self.print(epoch_line(trainer, seconds, trainer.global_step - self._epoch_start))
+
 
 class EpochLines(ProgressBar):
-    """One line per epoch on stdout: epoch, train/loss, val/mse (a VAE: val/elbo), epoch time,
-    steps/s.
+    """One line per epoch on stdout (`epoch_line`): epoch, train/loss, val/mse (a VAE:
+    val/elbo), epoch time, steps/s.
 
     Printed at on_train_epoch_end, which Lightning 2.x calls after the epoch's validation.
     """
@@ -309,14 +355,7 @@ class EpochLines(ProgressBar):
         if not self._enabled or trainer.sanity_checking:
             return
         seconds = time.perf_counter() - self._start
-        metrics = trainer.callback_metrics
-        total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
-        parts = [f"epoch {trainer.current_epoch + 1}{total}"]
-        parts += [f"{k} {float(metrics[k]):.5f}" for k in ("train/loss", "val/mse", "val/elbo")
-                  if k in metrics]
-        steps = trainer.global_step - self._step
-        parts += [f"{seconds:.1f} s", f"{steps / max(seconds, 1e-9):.0f} steps/s"]
-        print("  ".join(parts), flush=True)
+        print(epoch_line(trainer, seconds, trainer.global_step - self._step), flush=True)
 
 
 def progress_bar(refresh_rate: int = 20) -> ProgressBar:
