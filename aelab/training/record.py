@@ -125,7 +125,8 @@ def log_session(
         else:
             logger.log_hyperparams({**params, "status": status})
             if final:
-                step = (result.get("test") or {}).get("step")
+                step = (result.get("test") or {}).get("step") or (
+                    result.get("diverged_at") or {}).get("global_step")
                 logger.log_metrics(final, step=None if step is None else int(step))
         logger.finalize("success" if status == "completed" else "failed")
     except Exception as exc:  # the run's record is metrics.json: a logger does not undo it
