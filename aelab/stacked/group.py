@@ -187,7 +187,7 @@ class StackedGroup:
             enable_model_summary=False,
             # a bar on a terminal only; elsewhere the group's "stacked epoch" lines
             enable_progress_bar=progress,
-            callbacks=[StepProgressBar(refresh_rate=20)] if progress else [],
+            callbacks=[StepProgressBar(20, epoch_lines=False)] if progress else [],
             num_sanity_val_steps=0,
             inference_mode=False,  # validation copies each slot's weights into its net
             plugins=[SlotCheckpoints(self)],

@@ -135,6 +135,7 @@ def write_slot_checkpoint(slot: Slot, k: int, stacked: StackedMLP, checkpoint: d
     optimizer_state = slot_optimizer_state(stacked, checkpoint["optimizer_states"][0], k, lr)
     mine = {**checkpoint, "state_dict": slot.parts.module.state_dict(),
             "callbacks": callbacks, "optimizer_states": [optimizer_state], "lr_schedulers": []}
+    slot.parts.module.on_save_checkpoint(mine)  # what a single run's module adds (load.py)
     path = slot.out_dir / CHECKPOINT
     tmp = path.with_name(path.name + ".tmp")
     torch.save(mine, tmp)

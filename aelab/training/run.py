@@ -209,11 +209,15 @@ def _run(
     parts = build(checked)
 
     logger_cfg = cfg.get("logger")
-    if logger_cfg and resume_from is not None and _is_tensorboard(logger_cfg):
-        # hide the killed attempt's events after the checkpoint: TensorBoard shows one curve
-        logger = instantiate(logger_cfg, purge_step=resume_step)
-    else:
-        logger = instantiate(logger_cfg) if logger_cfg else False
+    try:
+        if logger_cfg and resume_from is not None and _is_tensorboard(logger_cfg):
+            # hide the killed attempt's events after the checkpoint: TensorBoard shows one curve
+            logger = instantiate(logger_cfg, purge_step=resume_step)
+        else:
+            logger = instantiate(logger_cfg) if logger_cfg else False
+    except Exception as exc:  # a missing package, an option the class refuses, ...
+        raise ConfigError(f"logger: {type(exc).__name__}: {exc}; choose logger=tensorboard, "
+                          f"csv, wandb or none, or fix the logger.* option it names.") from None
     history = MetricHistory()
     live.update(logger=logger, history=history)
     guard = FiniteGuard(divergence_causes(cfg, choices))
