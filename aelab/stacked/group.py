@@ -142,11 +142,10 @@ class StackedGroup:
         for slot in self.slots:
             if slot.result is not None:
                 continue
-            message = (
-                f"interrupted at epoch {slot.trainer.current_epoch}; "
-                f"{describe_checkpoint(slot.out_dir)}. Continue with the same command plus "
-                f"resume=true (the run then continues alone)."
-            ) if interrupted else exc
+            epoch = f"{slot.trainer.current_epoch + 1}/{slot.trainer.max_epochs}"
+            message = (f"interrupted in epoch {epoch}; {describe_checkpoint(slot.out_dir)}. "
+                       f"Continue with the same command plus resume=true (the run then "
+                       f"continues alone).") if interrupted else exc
             self._as_job(slot)
             slot.result = record_unfinished(
                 slot.out_dir, slot.cfg, slot.choices, self.started,
@@ -282,9 +281,7 @@ class StackedGroup:
                                               {"objectives": objectives[:, k], "steps": steps},
                                               None, 0)
             except Diverged as exc:
-                self._diverged(k, exc)
-                stacked.zero_slot(k, optimizer)
-                active[k] = False
+                self._mask(k, exc, stacked, optimizer, active)
 
     def start_validation(self, stacked: StackedMLP, optimizer: torch.optim.Optimizer,
                          active: list[bool]) -> None:

@@ -4,9 +4,6 @@ helpers that give slot k what a single run would hold (its optimiser state, its 
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.diagnostics.callback import Diagnostics
+from aelab.errors import Interrupted, stop_on_sigterm  # noqa: F401 - aelab.stacked.group's
 from aelab.stacked.net import StackedMLP
 from aelab.training.build import Parts
 from aelab.training.callbacks import (
@@ -27,27 +25,6 @@ from aelab.training.callbacks import (
 )
 from aelab.training.folder import CHECKPOINT
 from aelab.training.record import save_hydra_record
-
-
-class Interrupted(BaseException):  # like KeyboardInterrupt: no "except Exception" stops it
-    """SIGTERM reached a stacked group (raised by `stop_on_sigterm`'s handler)."""
-
-
-@contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into `Interrupted` while the group trains (main thread only)."""
-    def handler(signum: int, frame: Any) -> None:
-        raise Interrupted("SIGTERM")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave the signal alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass

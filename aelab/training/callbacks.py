@@ -134,6 +134,9 @@ class LastCheckpoint(Checkpoint):
 
     def save(self, trainer: L.Trainer) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
+        # Lightning's save swallows a PermissionError (the file is then just missing): open
+        # the file first, so that a folder made read-only stops the run with the real cause
+        open(tmp, "wb").close()  # noqa: SIM115
         trainer.save_checkpoint(tmp)
         fsync_file(tmp)
         os.replace(tmp, self.path)
@@ -206,8 +209,9 @@ class FiniteGuard(L.Callback):
         global_step = trainer.global_step if global_step is None else global_step
         step = global_step - self._epoch_start
         causes = "".join(f"\n  - {c}" for c in self.advice)
-        message = (
-            f"training diverged: {what} at epoch {epoch}, step {step} of the epoch "
+        total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
+        message = (  # epochs counted from 1, as the progress line counts them
+            f"training diverged: {what} in epoch {epoch + 1}{total}, step {step} of the epoch "
             f"(global step {global_step}); the run stopped there."
         )
         if causes:
