@@ -8,9 +8,14 @@ checkpoints, so a run resumed without them is the same run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,3 +104,47 @@ class Crash(L.Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         if trainer.current_epoch == self.epoch and math.isclose(lr, self.lr):
             raise RuntimeError(f"injected crash at lr={lr}")
+
+
+def sha1s(folder: Path) -> dict[str, str]:
+    """Every file under `folder` -> the sha1 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def read_only_means() -> str | None:
+    """How this process can make a folder unwritable to itself: "chmod" (not root), "chattr"
+    (root, which chmod does not stop, with chattr +i working here), or None."""
+    if os.geteuid() != 0:
+        return "chmod"
+    if shutil.which("chattr") is None:
+        return None
+    probe = Path(tempfile.mkdtemp())
+    try:
+        made = subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode == 0
+        subprocess.run(["chattr", "-i", str(probe)], capture_output=True)
+        return "chattr" if made else None
+    finally:
+        probe.rmdir()
+
+
+def make_read_only(folder: Path, read_only: bool = True) -> None:
+    """Make `folder` unwritable (or writable again): chmod a-w, or chattr +i as root."""
+    if read_only_means() == "chattr":
+        subprocess.run(["chattr", "+i" if read_only else "-i", str(folder)], check=True)
+    else:
+        os.chmod(folder, 0o555 if read_only else 0o755)
+
+
+class ReadOnly(L.Callback):
+    """At the end of epoch `epoch`, before last.ckpt is written (a Checkpoint callback runs
+    last), write the sha1 of every file of the run folder to `manifest` and make the folder
+    unwritable (make_read_only)."""
+
+    def __init__(self, epoch: int, folder: str, manifest: str) -> None:
+        self.epoch, self.folder, self.manifest = epoch, Path(folder), Path(manifest)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            self.manifest.write_text(json.dumps(sha1s(self.folder)))
+            make_read_only(self.folder)

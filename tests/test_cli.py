@@ -80,3 +80,57 @@ def test_off_a_terminal_the_log_has_one_short_line_per_epoch(tmp_path):
     assert all("train/loss" in line and "val/mse" in line and "steps/s" in line for line in lines)
     assert "\r" not in output and len(output.encode()) < 3 * 400, output
     assert "GPU available" not in output and "TPU available" not in output and "Tip:" not in output
+
+
+def run_in_terminal(args: list[str], cwd, columns: int, timeout: float = 300) -> tuple[int, str]:
+    """`python -m aelab ARGS` on a pseudo-terminal `columns` wide (0: one that reports no
+    width, as some terminals do); (exit code, everything it wrote)."""
+    import fcntl
+    import os
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    from conftest import DATA_DIR
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {**os.environ, "AELAB_DATA_DIR": str(DATA_DIR), "PYTHONUNBUFFERED": "1"}
+    env.pop("COLUMNS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "aelab", *args], cwd=cwd, env=env,
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return proc.wait(), out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("columns", [120, 0])
+def test_on_a_terminal_a_bar_and_one_line_per_epoch(tmp_path, columns):
+    overrides = [o for o in TINY if not o.startswith(("trainer.max_epochs", "trainer.enable_prog"))]
+    code, output = run_in_terminal([*overrides, "trainer.max_epochs=2", "logger=none",
+                                    "hydra.run.dir=run"], tmp_path, columns)
+    assert code == 0, output[-3000:]
+    lines = [line.strip() for line in output.replace("\r", "\n").splitlines()]
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"], output[-3000:]
+    assert all("train/loss" in line and "val/mse" in line for line in epochs)
+    assert any(line.startswith("Epoch 1:") and "4/4" in line for line in lines)  # the bar

@@ -178,4 +178,4 @@ def test_probe_prediction_is_what_reconstruct_returns(make_config, overrides):
     with torch.no_grad():
         pre, post = parts.net.trace(x)
         pred = Diagnostics.prediction(parts.module, pre[-1], post[-1])
-        assert torch.equal(pred, parts.module.reconstruct(x))
+        assert torch.equal(pred, parts.module.reconstruct(x, normalized=True))

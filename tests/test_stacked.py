@@ -80,7 +80,7 @@ def test_three_seeds_stacked_equal_their_single_runs(tmp_path, capsys):
         assert math.isclose(stacked["test"]["mse"], alone["test"]["mse"], rel_tol=TOLERANCE)
         assert tags(folder) == tags(tmp_path / f"single{seed}")
         params, metric_tags = hparams_of(load_events(folder))
-        assert params["seed"] == seed and params["data.train_size"] == 256  # its overrides
+        assert params["seed"] == str(seed) and params["data.train_size"] == "256"  # overrides
         assert metric_tags == hparams_of(load_events(tmp_path / f"single{seed}"))[1]
         assert (folder / ".hydra" / "config.yaml").is_file()
         assert f"seed={seed}" in (folder / ".hydra" / "overrides.yaml").read_text()

@@ -235,7 +235,8 @@ def differing_hparams(folder: Path) -> set[str]:
 
 
 def test_joblib_grid_then_summary_and_hparams(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))  # for the thread probe
+    paths = [str(REPO / "tests"), os.environ.get("PYTHONPATH")]  # for the thread probe
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
     proc = run_cli(
         "-m", *GRID, *NO_THREADS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
         "+hydra.callbacks.probe._target_=sweep_probe.ThreadProbe", "hydra.sweep.dir=sweep",
@@ -251,9 +252,9 @@ def test_joblib_grid_then_summary_and_hparams(tmp_path, monkeypatch):
         params, metric_tags = hparams_of(load_events(folder))
         assert f"loss={params['loss']}" in folder.name
         assert f"activation={params['activation']}" in folder.name
-        assert params["data.train_size"] == 256  # overridden keys are hyperparameters too
+        assert params["data.train_size"] == "256"  # overridden keys are hyperparameters too
         assert {"final/test_mse", "final/val_mse"} <= set(metric_tags)
-        assert differing_hparams(folder) == {"loss", "activation"}
+        assert differing_hparams(folder) == {"loss", "activation", "verdict"}  # + always shown
 
 
 def test_submitit_local_grid_then_summary(tmp_path):

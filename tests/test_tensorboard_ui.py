@@ -39,8 +39,9 @@ def free_port() -> int:
 class Server:
     """A running TensorBoard at http://127.0.0.1:port."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, logdir: Path) -> None:
         self.base = f"http://127.0.0.1:{port}"
+        self.logdir = logdir
 
     def get(self, path: str, body: dict | None = None) -> bytes:
         data = None if body is None else json.dumps(body).encode()
@@ -74,7 +75,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        tb = Server(port)
+        tb = Server(port, cwd / "logs")
         for _ in range(120):  # up to a minute: answers, and has loaded all three runs
             try:
                 if len(tb.json("/data/runs")) == 3 and len(tb.session_groups()) == 3:
@@ -122,17 +123,41 @@ def test_hparams_tab_holds_every_run_its_values_metrics_and_status(server):
     assert set(groups) == set(runs)
     for loss in ("mse", "bce"):
         group = groups[sweep_run(runs, loss)]
+        result = json.loads((server.logdir / sweep_run(runs, loss) / "metrics.json").read_text())
         assert group["hparams"]["loss"] == loss and group["hparams"]["data"] == "synthetic"
         assert group["hparams"]["trainer.enable_progress_bar"] is False
         assert "hydra" not in group["hparams"] and "data.name" not in group["hparams"]
-        metrics = {m["name"]["tag"] for m in group["metricValues"]}
-        assert {"final/val_mse", "final/test_mse", "final/test_bce"} <= metrics
+        # the verdict as a category; counts as integers (the table prints numbers as 64.000)
+        assert group["hparams"]["verdict"] == result["verdict"]
+        assert group["hparams"]["data.batch_size"] == "64" and group["hparams"]["seed"] == "0"
+        metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        assert {"final/val_mse", "final/test_mse", "final/test_bce"} <= set(metrics)
+        # the columns that compare runs: the final EV and ||W1||/||W1(0)||, as in metrics.json
+        assert metrics["final/ev"] == pytest.approx(result["diagnostics"]["blob/ev"], rel=1e-6)
+        assert metrics["final/W1_norm_ratio"] == pytest.approx(
+            result["diagnostics"]["collapse/norm_ratio/W1"], rel=1e-6)
+        assert metrics["final/test_mse"] == pytest.approx(result["test"]["mse"], rel=1e-6)
         assert group["sessions"][0]["status"] == "STATUS_SUCCESS"
     diverged = groups["diverged"]
     assert diverged["hparams"]["optimizer"] == "sgd" and diverged["hparams"]["optimizer.lr"] == 10
+    assert diverged["hparams"]["verdict"] == "diverged"
     assert diverged["sessions"][0]["status"] == "STATUS_FAILURE"
     metrics = {m["name"]["tag"]: m["value"] for m in diverged["metricValues"]}
     assert "final/val_mse" in metrics and not any("test" in t for t in metrics)
+
+
+def test_hparams_tab_has_no_empty_column_and_shows_the_verdict(server):
+    """Every metric column the tab declares holds a value in some run (no final/val_step,
+    final/val_epoch); `verdict` is among the columns shown from the start (differs)."""
+    experiment = server.json("/data/plugin/hparams/experiment", {"experimentName": ""})
+    columns = [m["name"]["tag"] for m in experiment["metricInfos"]]
+    assert {"final/ev", "final/W1_norm_ratio", "final/test_mse", "final/test_bce"} <= set(columns)
+    filled = {m["name"]["tag"] for g in server.session_groups() for m in g["metricValues"]}
+    assert set(columns) <= filled, set(columns) - filled
+    assert not any(c.endswith(("_step", "_epoch")) for c in columns)
+    infos = {h["name"]: h for h in experiment["hparamInfos"]}
+    assert infos["verdict"]["type"] == "DATA_TYPE_STRING" and infos["verdict"].get("differs")
+    assert infos["data.batch_size"]["type"] == "DATA_TYPE_STRING"
 
 
 @pytest.mark.parametrize("status", sorted(SESSION_STATUS))

@@ -20,6 +20,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finite(value: Any) -> str:
+    """The words to add for a number that is not finite (inf, nan); else nothing."""
+    return f" and finite ({value} is not)" if _is_number(value) and not math.isfinite(value) \
+        else ""
+
+
 def _is_fraction(value: Any) -> bool:
     return isinstance(value, float) and 0 < value < 1
 
@@ -70,7 +76,7 @@ def check_config(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (_is_number(lr) and math.isfinite(lr) and lr > 0):
         raise ConfigError(
-            f"optimizer.lr={lr} must be a positive number, e.g. optimizer.lr=0.001."
+            f"optimizer.lr={lr} must be a positive number{_finite(lr)}, e.g. optimizer.lr=0.001."
         )
     for key in ("batch_size", "eval_batch_size"):
         value = cfg.data.get(key)
@@ -104,7 +110,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_epochs={epochs} must be an integer >= 1.")
     l2 = cfg.get("l2_penalty", 0)
     if not (_is_number(l2) and math.isfinite(l2) and l2 >= 0):
-        raise ConfigError(f"l2_penalty={l2} must be a number >= 0 (0 turns it off).")
+        raise ConfigError(f"l2_penalty={l2} must be a number >= 0{_finite(l2)} (0 turns it off).")
     seed = cfg.get("seed")
     if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
         raise ConfigError(f"seed={seed} must be an integer in [0, {MAX_SEED}], e.g. seed=0.")
@@ -124,7 +130,9 @@ def check_trainer(trainer: DictConfig, steps_per_call: int, callbacks: Any) -> N
     """Refuse Trainer settings aelab's manual-optimisation loop would get wrong, before training."""
     clip = trainer.get("gradient_clip_val")
     if clip is not None and not (_is_number(clip) and math.isfinite(clip) and clip >= 0):
-        raise ConfigError(f"trainer.gradient_clip_val={clip} must be a number >= 0, or null.")
+        raise ConfigError(
+            f"trainer.gradient_clip_val={clip} must be a number >= 0{_finite(clip)}, or null."
+        )
     algorithm = trainer.get("gradient_clip_algorithm")
     if algorithm not in (None, "norm", "value"):
         raise ConfigError(f"trainer.gradient_clip_algorithm={algorithm} must be norm or value.")
@@ -134,11 +142,16 @@ def check_trainer(trainer: DictConfig, steps_per_call: int, callbacks: Any) -> N
             f"trainer.accumulate_grad_batches={accumulate} must be an integer >= 1 (1: off)."
         )
     devices, strategy = trainer.get("devices", 1), str(trainer.get("strategy", "auto"))
-    if devices not in (1, "1", [0]) or "ddp" in strategy or "fsdp" in strategy:
+    fixes = [] if devices in (1, "1", [0]) else [(f"trainer.devices={devices}",
+                                                 "set trainer.devices=1")]
+    if "ddp" in strategy or "fsdp" in strategy:
+        fixes.append((f"trainer.strategy={strategy}", f"remove +trainer.strategy={strategy} "
+                      f"(or set trainer.strategy=auto)"))
+    if fixes:
         raise ConfigError(
-            f"trainer.devices={devices} trainer.strategy={strategy}: aelab trains one run on "
-            f"one device (its batches are slices of one in-memory tensor, with no distributed "
-            f"sampler); set trainer.devices=1 and run many runs at once with a sweep "
+            f"{' '.join(name for name, _ in fixes)}: aelab trains one run on one device (its "
+            f"batches are slices of one in-memory tensor, with no distributed sampler); "
+            f"{' and '.join(fix for _, fix in fixes)}, and run many runs at once with a sweep "
             f"launcher (README, Sweeps)."
         )
     if steps_per_call == 1:
@@ -158,3 +171,42 @@ def check_trainer(trainer: DictConfig, steps_per_call: int, callbacks: Any) -> N
                 f"steps_per_call={steps_per_call} per Lightning batch, so the callback would "
                 f"miss steps; set steps_per_call=1."
             )
+
+
+def trainer_refusal(trainer: DictConfig, exc: Exception) -> str:
+    """The refusal for trainer options that lightning.Trainer rejects: Lightning's first line,
+    then the option to change: trainer.accelerator when it names a device this machine lacks,
+    else the trainer.* options set away from conf/trainer/default.yaml."""
+    from omegaconf import OmegaConf
+
+    from aelab.config import CONFIG_DIR
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator not in ("auto", "cpu") and not _available(accelerator):
+        fix = (f"trainer.accelerator={accelerator} asks for a device this machine does not "
+               f"have; use trainer.accelerator=auto (the GPU when there is one, else the CPU) "
+               f"or trainer.accelerator=cpu.")
+    else:
+        defaults = OmegaConf.load(f"{CONFIG_DIR}/trainer/default.yaml")
+        changed = [f"trainer.{k}={v}" for k, v in trainer.items()
+                   if k not in defaults or defaults.get(k) != v]
+        fix = (f"change the one it refers to among those set away from "
+               f"conf/trainer/default.yaml: {', '.join(changed)}." if changed else
+               "see conf/trainer/default.yaml.")
+    return f"trainer: Lightning refuses these trainer options ({first}); {fix}"
+
+
+def _available(accelerator: str) -> bool:
+    """Whether Lightning finds `accelerator` (gpu: CUDA or MPS) on this machine; True for a
+    name it does not know (its own message says so)."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    names = ("cuda", "mps") if accelerator == "gpu" else (accelerator,)
+    known = [n for n in names if n in AcceleratorRegistry]
+    if not known:
+        return True
+    try:
+        return any(AcceleratorRegistry[n]["accelerator"].is_available() for n in known)
+    except Exception:  # a missing package (torch_xla): not available
+        return False

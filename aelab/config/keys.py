@@ -4,6 +4,9 @@ Known keys: the top-level keys of conf/config.yaml, the keys of every shipped op
 each group, and for a node with a `_target_` the parameters of that class or function
 (`trainer.*`: those of `lightning.Trainer`). A top-level `notes:` node is never checked:
 `+notes.reason=...` keeps the user's own notes with the run.
+
+`misspelt_override` is checked on the command line before Hydra composes: `loss.reducton=sum`
+(a key no config file has, without `+`) is refused with "did you mean loss.reduction?".
 """
 
 from __future__ import annotations
@@ -99,3 +102,62 @@ def check_keys(cfg: DictConfig) -> None:
         else:
             trainer = "lightning.Trainer" if group == "trainer" else None
             _check_node(node, f"{group}.", _shipped(group), trainer)
+
+
+def _paths(node: Any, prefix: str = "") -> set[str]:
+    """Every dotted key path of a loaded config node (its lists and values are leaves)."""
+    found = set()
+    if isinstance(node, DictConfig):
+        for key in node:
+            path = f"{prefix}{key}"
+            found.add(path)
+            found |= _paths(node._get_node(key), f"{path}.")
+    return found
+
+
+@cache
+def _config_paths() -> frozenset[str]:
+    """The dotted keys that some shipped config file sets: conf/config.yaml's, each group
+    option's under its group, and those of the `@package _global_` files (experiments, ...)."""
+    paths = _paths(OmegaConf.load(CONF / "config.yaml"))
+    paths |= {d.name for d in CONF.iterdir() if d.is_dir() and d.name != "hydra"}  # groups
+    for path in CONF.rglob("*.yaml"):
+        group = path.parent.relative_to(CONF).as_posix()
+        if group == "." or group.startswith("hydra"):
+            continue
+        node = OmegaConf.load(path)
+        glob = "@package _global_" in path.read_text(encoding="utf-8").split("\n", 1)[0]
+        paths |= _paths(node, "" if glob else f"{group.replace('/', '.')}.")
+        paths.add(group.replace("/", "."))  # the group's name (`experiment=...`)
+    return frozenset(paths)
+
+
+def misspelt_override(arg: str) -> str | None:
+    """The refusal for a `key=value` override (no `+`) of a key that no shipped config file
+    has but one is close to (`loss.reducton=sum`: did you mean loss.reduction?); else None
+    (Hydra composes it, or refuses a key with no close match itself)."""
+    key, sep, _ = arg.partition("=")
+    if not sep or not key or key.startswith(("+", "~", "hydra")):
+        return None
+    known = _config_paths()
+    parts = key.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts))]
+    if key in known or any(p in known and not _is_node(p, known) for p in prefixes):
+        return None  # a key of some config, or inside a value (an item of a list)
+    for i, part in enumerate(parts):  # the first part that no config has, matched by name
+        parent = ".".join(parts[:i])
+        if ".".join(parts[: i + 1]) in known:
+            continue
+        names = sorted({p.rpartition(".")[2] for p in known if p.rpartition(".")[0] == parent})
+        close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+        if not close:
+            return None
+        meant = ".".join([*parts[:i], close[0], *parts[i + 1:]])
+        return (f"{arg}: no config has {key} (did you mean {meant}?). A key that the config "
+                f"lacks is added with a +, and only if aelab reads it.")
+    return None
+
+
+def _is_node(path: str, known: frozenset[str]) -> bool:
+    """Whether `path` holds keys of its own (a config node, not a value)."""
+    return any(p.startswith(f"{path}.") for p in known)

@@ -7,8 +7,11 @@ the config alone decides, in this order, and returns a `Validated` config or rai
 1. keys that no part of aelab reads (a typo added with `+`): `aelab.config.keys`;
 2. values that cannot train (rates, sizes, seeds, trainer options): `aelab.config.checks`;
 3. choices that cannot meet: a loss and the targets of the normalisation, the output
-   activation and the targets, a VAE on a loss that is no likelihood, a scheduler's options;
-4. resume: the folder's `last.ckpt` must come from the same settings (the fingerprint).
+   activation and the targets, a VAE on a loss that is no likelihood, a scheduler's options,
+   a logger's class, its options and its package (wandb);
+4. resume: the folder's `last.ckpt` must come from the same settings (the fingerprint); a
+   finished run without one, its `.hydra/config.yaml` (`ResumeMismatch`: nothing is written,
+   not even in a multirun, and a finished run with other settings is not skipped).
 
 What only the data can tell (files missing or unreadable, too few images for the splits, a
 scheduler warm-up longer than the run) is refused by `aelab.training.build` once the data is
@@ -27,7 +30,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab.config.checks import check_config
 from aelab.config.keys import check_keys
-from aelab.config.resume import check_checkpoint_config, fingerprint, read_checkpoint
+from aelab.config.resume import (
+    check_checkpoint_config,
+    check_record_config,
+    fingerprint,
+    read_checkpoint,
+)
 from aelab.errors import AelabError, ConfigError
 
 CHECKPOINT = "last.ckpt"
@@ -82,14 +90,29 @@ def validate(cfg: DictConfig, out_dir: Path | None = None) -> Validated:
     check_compatible(loss, norm, output, cfg.get("allow_out_of_range_targets", False))
     vae = vae_settings(cfg, loss)
     scheduler = check_scheduler(cfg)
+    check_logger(cfg)
     resume_from, step = None, 0
     prints = fingerprint(cfg)
-    ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
-    if cfg.get("resume") is True and ckpt is not None and ckpt.is_file():
-        checkpoint = read_checkpoint(ckpt)
-        check_checkpoint_config(ckpt, checkpoint, cfg, RUN_RECORD_STATE)
-        resume_from, step = ckpt, int(checkpoint.get("global_step", 0))
+    if cfg.get("resume") is True and out_dir is not None:
+        resume_from, step = check_resume(cfg, Path(out_dir))
     return Validated(cfg, output, vae, scheduler, prints, resume_from, step)
+
+
+def check_resume(cfg: DictConfig, out_dir: Path) -> tuple[Path | None, int]:
+    """(the last.ckpt to continue from, its global step) of a resume=true run in `out_dir`;
+    ResumeMismatch when the folder's run, finished or not, has other settings."""
+    from aelab.training.folder import FINISHED, read_metrics
+
+    previous = read_metrics(out_dir) or {}
+    status = previous.get("status") if previous.get("status") in FINISHED else None
+    ckpt = out_dir / CHECKPOINT
+    if ckpt.is_file():
+        checkpoint = read_checkpoint(ckpt)
+        check_checkpoint_config(ckpt, checkpoint, cfg, RUN_RECORD_STATE, status)
+        return ckpt, int(checkpoint.get("global_step", 0))
+    if status is not None:
+        check_record_config(out_dir, cfg, status)
+    return None, 0
 
 
 def output_activation(cfg: DictConfig, loss: Any, norm: Any) -> str:
@@ -181,3 +204,39 @@ def check_scheduler(cfg: DictConfig) -> dict[str, Any] | None:
     assert isinstance(scheduler, dict)
     check_options(scheduler)
     return scheduler
+
+
+LOGGER_OPTIONS = "logger=tensorboard, csv, wandb or none"
+
+
+def check_logger(cfg: DictConfig) -> None:
+    """Refuse a logger that cannot be made: a `_target_` that is no class, options its class
+    does not take (e.g. TensorBoard's default_hp_metric left over after `logger._target_=`
+    another class), or logger=wandb without the wandb package."""
+    import importlib.util
+    import inspect
+
+    from hydra.utils import get_class
+
+    logger = cfg.get("logger")
+    if not logger:
+        return
+    target = logger.get("_target_")
+    try:
+        cls = get_class(str(target))
+    except Exception:
+        raise ConfigError(f"logger._target_={target} is not a class that can be imported; "
+                          f"choose {LOGGER_OPTIONS}, or a Lightning logger class.") from None
+    options = {k: v for k, v in logger.items() if not str(k).startswith("_")}
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as exc:
+        raise ConfigError(
+            f"logger: {target} refuses these options ({exc}); remove the option with "
+            f"~logger.<option>, or choose {LOGGER_OPTIONS}."
+        ) from None
+    if cls.__name__ == "WandbLogger" and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(
+            "logger=wandb needs the wandb package: pip install 'aelab[wandb]' (or choose "
+            "logger=tensorboard, csv or none)."
+        )

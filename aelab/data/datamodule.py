@@ -200,7 +200,7 @@ class ImageData(L.LightningDataModule):
         if self.batch_size > len(train):
             raise ConfigError(
                 f"data.batch_size={self.batch_size} is larger than the training set "
-                f"({len(train)} images); lower data.batch_size."
+                f"({len(train)} image{'s' if len(train) != 1 else ''}); lower data.batch_size."
             )
         norm = self.normalization.fit(train)  # (N, C, H, W)
         fixed = torch.Generator().manual_seed(self.split_seed)

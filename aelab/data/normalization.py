@@ -35,6 +35,14 @@ class Normalization:
         """Per-batch transform of encoded data (identity unless stochastic)."""
         return x
 
+    def state_dict(self) -> dict[str, float | torch.Tensor]:
+        """The statistics `fit` learnt (kept in checkpoints, so a trained model loads without
+        its data); {} for a normalisation that learns none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, float | torch.Tensor]) -> None:
+        """Restore what `state_dict` gave."""
+
 
 Unit = Normalization
 
@@ -70,6 +78,12 @@ class Standard(Normalization):
         self.mean = float(train.mean())
         self.std = float(train.std())
         return self
+
+    def state_dict(self) -> dict[str, float | torch.Tensor]:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state_dict(self, state: dict[str, float | torch.Tensor]) -> None:
+        self.mean, self.std = state["mean"], state["std"]
 
     def _stats(self, like: torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
         """mean and std on the device of `like` (per-channel vectors move there once)."""

@@ -23,6 +23,9 @@ the fixed probe set (the first `probe_size` validation images) it logs:
   10th step estimates the epoch mean at ~0.1 % of the cost of a CPU step.
 
 The TensorBoard step is the number of training epochs completed (0 is the initialisation).
+Other loggers (CSV, Weights & Biases) get the scalars at the global step of the epoch's
+metrics (0 for the initialisation); images go to TensorBoard and W&B, histograms to
+TensorBoard only.
 `summary()` gives the verdict and the final numbers that train.py writes to metrics.json.
 """
 
@@ -34,17 +37,18 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from aelab.diagnostics import latent
 from aelab.diagnostics import metrics as dg
 from aelab.diagnostics import verdict as verdicts
-from aelab.diagnostics.images import add_png_image, image_grid
+from aelab.diagnostics.images import image_grid
 from aelab.errors import ConfigError
 from aelab.losses import elbo
 from aelab.models import unit_rows
-from aelab.training.callbacks import tensorboard
-from aelab.training.runstate import run_datamodule, run_metrics
+from aelab.training.callbacks import image_loggers, log_image, tensorboard
+from aelab.training.runstate import run_datamodule, run_loggers, run_metrics
 
 RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU, nn.SELU, nn.ReLU6)
 SATURATION_THRESHOLDS = {nn.Sigmoid: dg.SIGMOID_SATURATION, nn.Tanh: dg.TANH_SATURATION}
@@ -252,7 +256,17 @@ class Diagnostics(L.Callback):
         if writer is not None:
             for key, value in zip(scalars, values):
                 writer.add_scalar(key, value, global_step=epochs_done)
-            self._log_weights(writer, pl_module, epochs_done)
+            self._log_histograms(writer, pl_module, epochs_done)
+        for logger in run_loggers(trainer, pl_module):  # CSV, W&B: the epoch metrics' step
+            if not isinstance(logger, TensorBoardLogger):
+                logger.log_metrics(dict(zip(scalars, values)),
+                                   step=max(trainer.global_step - 1, 0) if epochs_done else 0)
+        if self.filters and image_loggers(trainer, pl_module):
+            filters = pl_module.net.first_layer_filters()  # (units, C, h, w)
+            scale = FILTER_SCALE * self.w0[0].square().mean().sqrt()
+            shades = (0.5 + 0.5 * filters / scale).clamp(0, 1).nan_to_num(0.5)
+            log_image(trainer, pl_module, "collapse/W1_filters", filter_grid(shades.cpu()),
+                      epochs_done)
 
     def _scalars(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
         net, probe, target = pl_module.net, self._probe, self._target
@@ -320,19 +334,13 @@ class Diagnostics(L.Callback):
         """What `pl_module.reconstruct` returns (pixel units), from a forward pass already made."""
         return pl_module.normalization.decode(pl_module.loss_fn.prediction(logits, output))
 
-    def _log_weights(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
-        weights = self._weights(pl_module)
+    def _log_histograms(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
         if self.histograms:
-            for i, w in enumerate(weights, start=1):
+            for i, w in enumerate(self._weights(pl_module), start=1):
                 add_histogram(writer, f"collapse/weights/W{i}", w, step)
         latent_kl = getattr(self, "_latent_kl", None)
         if latent_kl is not None and len(latent_kl) > LATENT_SCALARS:
             add_histogram(writer, "latent/kl", latent_kl, step)
-        if self.filters:
-            filters = pl_module.net.first_layer_filters()  # (units, C, h, w)
-            scale = FILTER_SCALE * self.w0[0].square().mean().sqrt()
-            shades = (0.5 + 0.5 * filters / scale).clamp(0, 1).nan_to_num(0.5)
-            add_png_image(writer, "collapse/W1_filters", filter_grid(shades.cpu()), step)
 
     # ------------------------------------------------------------ the run's verdict
 

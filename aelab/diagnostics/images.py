@@ -47,14 +47,25 @@ def tile(
     return image_grid(images.reshape(n, *shape), columns, pad, pad_value)
 
 
-def add_png_image(writer: Any, tag: str, image: torch.Tensor, step: int) -> None:
-    """Log an image in [0, 1], (H, W) or (C, H, W) with C = 1 or 3, as an 8-bit grey or RGB
-    PNG, fast (SummaryWriter.add_image resamples and compresses an RGB copy: ~30 ms for the
-    300x300 filter grid)."""
+def channels_last(image: torch.Tensor) -> torch.Tensor:
+    """An image (H, W) or (C, H, W) with C = 1 or 3 as (H, W) grey or (H, W, 3) RGB."""
     if image.dim() == 3:
         if image.shape[0] not in (1, 3):
             raise ValueError(f"an image of {image.shape[0]} channels is neither grey nor RGB")
         image = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
+    return image
+
+
+def image_pixels(image: torch.Tensor) -> Any:
+    """An image in [0, 1], (H, W) or (C, H, W), as an 8-bit numpy array (H, W) or (H, W, 3)."""
+    return (channels_last(image) * 255).round().to(torch.uint8).contiguous().numpy()
+
+
+def add_png_image(writer: Any, tag: str, image: torch.Tensor, step: int) -> None:
+    """Log an image in [0, 1], (H, W) or (C, H, W) with C = 1 or 3, as an 8-bit grey or RGB
+    PNG, fast (SummaryWriter.add_image resamples and compresses an RGB copy: ~30 ms for the
+    300x300 filter grid)."""
+    image = channels_last(image)
     file_writer = getattr(writer, "file_writer", None)
     if file_writer is None:
         formats = "HW" if image.dim() == 2 else "HWC"

@@ -31,13 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.config.validate import instantiate, validate
 from aelab.data import StepChunks, TensorBatches
 from aelab.diagnostics.callback import Diagnostics
-from aelab.errors import ConfigError, Diverged
+from aelab.errors import ConfigError, Diverged, Interrupted, stop_on_sigterm
 from aelab.stacked.func import FuncStack
 from aelab.stacked.hooks import SlotCallbacks
 from aelab.stacked.loop import SlotCheckpoints, StackedBatches, StackedModule
 from aelab.stacked.net import Stack, StackedMLP, is_mlp
 from aelab.stacked.plan import group_trainer_args
-from aelab.stacked.slots import Interrupted, Slot, save_record, stop_on_sigterm, training_device
+from aelab.stacked.slots import Slot, save_record, training_device
 from aelab.training.build import build
 from aelab.training.callbacks import (
     FiniteGuard,
@@ -157,15 +157,15 @@ class StackedGroup(SlotCallbacks):
         (KeyboardInterrupt) and SIGTERM (Interrupted) are "interrupted" (resumable from
         last.ckpt), anything else "failed"."""
         interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        trainer = self.trainer
+        epoch = (f"{trainer.current_epoch + 1}/{trainer.max_epochs}" if trainer is not None
+                 else "1")
         for slot in self.slots:
             if slot.result is not None:
                 continue
-            message = (
-                f"interrupted at epoch {epoch}; "
-                f"{describe_checkpoint(slot.out_dir)}. Continue with the same command plus "
-                f"resume=true (the run then continues alone)."
-            ) if interrupted else exc
+            message = (f"interrupted in epoch {epoch}; {describe_checkpoint(slot.out_dir)}. "
+                       f"Continue with the same command plus resume=true (the run then "
+                       f"continues alone).") if interrupted else exc
             self._as_job(slot)
             slot.result = record_unfinished(
                 slot.out_dir, slot.cfg, slot.choices, self.started,
@@ -229,7 +229,7 @@ class StackedGroup(SlotCallbacks):
             # a bar on a terminal only; elsewhere the group's "stacked epoch" lines
             enable_progress_bar=progress,
             callbacks=[*self.callbacks,
-                       *([StepProgressBar(refresh_rate=20)] if progress else [])],
+                       *([StepProgressBar(20, epoch_lines=False)] if progress else [])],
             inference_mode=False,  # validation copies each slot's weights into its net
             plugins=[SlotCheckpoints(self)],
             default_root_dir=str(slots[0].out_dir),

@@ -222,8 +222,12 @@ def describe_plan(plan: Plan, names: Sequence[str], stack: int) -> str:
     tell them apart), then the single runs."""
     names = short_names(names)
     runs = sum(len(g) for g in plan.groups) + len(plan.single)
-    lines = [f"stacked plan: {runs} runs -> {len(plan.groups)} stacked group(s) of at most "
-             f"{stack} ({', '.join(str(len(g)) for g in plan.groups) or 'none'} runs), "
+    if not runs:
+        return "stacked plan: no run to train"
+    sizes = ", ".join(str(len(g)) for g in plan.groups)
+    grouped = (f"{len(plan.groups)} stacked group(s) of at most {stack} ({sizes} runs)"
+               if plan.groups else "no stacked group")
+    lines = [f"stacked plan: {runs} run{'s' if runs != 1 else ''} -> {grouped}, "
              f"{len(plan.single)} single run(s)"]
     for n, group in enumerate(plan.groups, start=1):
         lines.append(f"  group {n} ({len(group)} runs): " + "; ".join(names[i] for i in group))

@@ -4,9 +4,7 @@ checkpoint, its .hydra/)."""
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,27 +25,6 @@ from aelab.training.callbacks import (
 )
 from aelab.training.record import save_hydra_record
 from aelab.training.runstate import RunState
-
-
-class Interrupted(BaseException):  # like KeyboardInterrupt: no "except Exception" stops it
-    """SIGTERM reached a stacked group (raised by `stop_on_sigterm`'s handler)."""
-
-
-@contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into `Interrupted` while the group trains (main thread only)."""
-    def handler(signum: int, frame: Any) -> None:
-        raise Interrupted("SIGTERM")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave the signal alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -142,4 +119,5 @@ def write_slot_checkpoint(slot: Slot, checkpoint: dict[str, Any], optimizer_stat
     mine = {**checkpoint, "state_dict": slot.module.state_dict(),
             "callbacks": slot.callback_states(), "optimizer_states": [optimizer_state],
             "lr_schedulers": []}
+    slot.module.on_save_checkpoint(mine)  # what a single run's module adds (load.py)
     torch.save(mine, path)

@@ -8,9 +8,11 @@ StackedMLP each (aelab.stacked.group); the others run one after another as
 finished runs and continues an unfinished run with a last.ckpt alone.
 
 Exit codes: 2 refused input (stack < 1, no run that can be stacked, two runs sharing a
-folder) before anything is written; otherwise as a multirun (aelab.sweeps.outcome): 1 when a run
-failed, 0 when every run completed or diverged; 130 on SIGINT and 143 on SIGTERM (the runs
-still training are recorded "interrupted"; resume=true continues each from its last.ckpt).
+folder, a sweep folder that cannot be written) before anything is written; otherwise as a
+multirun (aelab.sweeps.outcome): 1 when a run failed, 2 when runs were refused and left as
+they were (a finished run of other settings under resume=true), 0 when every run completed
+or diverged; 130 on SIGINT and 143 on SIGTERM, with one line (the runs still training are
+recorded "interrupted"; resume=true continues each from its last.ckpt).
 """
 
 from __future__ import annotations
@@ -115,11 +117,19 @@ def plan_jobs(task: list[str], hydra: list[str]) -> Sweep:
     return Sweep(sweep_dir, jobs, swept)
 
 
-def _run_single(cfg: DictConfig, choices: dict[str, str], overrides: list[str],
-                hydra_cfg: DictConfig | None = None) -> None:
+def refuse_run(sweep_dir: Path, cfg: DictConfig, exc: Exception) -> None:
+    """A run whose folder is not its to write: printed once, noted for the sweep's outcome."""
+    from aelab.sweeps.outcome import note_refused
+
+    print(f"aelab: error: {exc}", file=sys.stderr, flush=True)
+    note_refused(sweep_dir, Path(cfg.paths.output_dir), str(exc))
+
+
+def _run_single(sweep_dir: Path, cfg: DictConfig, choices: dict[str, str],
+                overrides: list[str], hydra_cfg: DictConfig | None = None) -> None:
     """One run as a multirun job runs it: its outcome is recorded, the sweep goes on.
     `hydra_cfg`: the job's Hydra config (under the Hydra launcher), made current first."""
-    from aelab.errors import RunFolderError
+    from aelab.errors import FolderNotWritable, RunFolderError
     from aelab.training.run import run
 
     if hydra_cfg is not None:
@@ -129,7 +139,10 @@ def _run_single(cfg: DictConfig, choices: dict[str, str], overrides: list[str],
     try:
         run(cfg, choices=choices, overrides=overrides, record_refusal=True)
     except RunFolderError as exc:
-        log.error("%s", exc)
+        if isinstance(exc, FolderNotWritable) and exc.mid_run:
+            print(f"aelab: error: {exc}", file=sys.stderr, flush=True)
+        else:
+            refuse_run(sweep_dir, cfg, exc)
     except AelabError as exc:
         log.error("%s", exc)
     except Exception:
@@ -145,16 +158,24 @@ def train_sweep(sweep: Sweep, stack: int,
     `stack_conv`: stack any net (true), MLPs only (false), or by the device (None)."""
     import torch
 
+    from aelab.config.validate import check_resume
+    from aelab.errors import RunFolderError
     from aelab.stacked.plan import check_stack, describe_plan, plan_groups
-    from aelab.training.folder import CHECKPOINT, finished, read_metrics
+    from aelab.training.folder import CHECKPOINT, check_writable, finished, read_metrics
 
     check_stack(stack)
+    check_writable(sweep.dir)
     todo, resumed = [], []
     for job in sweep.jobs:
         cfg = job[0]
         out_dir = Path(cfg.paths.output_dir)
         if cfg.get("resume") is True:
             if finished(read_metrics(out_dir), cfg.trainer.get("max_epochs")):
+                try:  # skipped only when its settings are these
+                    check_resume(cfg, out_dir)
+                except RunFolderError as exc:
+                    refuse_run(sweep.dir, cfg, exc)
+                    continue
                 log.info("resume=true: %s is finished; skipped.", out_dir)
                 continue
             if (out_dir / CHECKPOINT).is_file():
@@ -177,33 +198,35 @@ def train_sweep(sweep: Sweep, stack: int,
     if resumed:
         text += f"\n  resumed alone from last.ckpt: {len(resumed)} run(s)"
     print(text, flush=True)
-    _train(plan, todo, resumed, sweep.swept, hydra_cfgs or {})
+    _train(plan, todo, resumed, sweep, hydra_cfgs or {})
 
 
 def main(args: list[str]) -> int:
     """`python -m aelab.stacked ARGS`: the sweep, then its outcome's exit code."""
-    from aelab.sweeps.outcome import summarize_outcome, sweep_statuses
+    from aelab.errors import stop_on_sigterm
+    from aelab.sweeps.outcome import report_outcome, take_refusals
 
     stack, task, hydra, stack_conv = split_all_args(args)
     sweep = plan_jobs(task, hydra)
-    train_sweep(sweep, stack, stack_conv=stack_conv)
-    line, failures = summarize_outcome(sweep_statuses(sweep.dir))
+    take_refusals(sweep.dir)  # notes an interrupted sweep left
+    with stop_on_sigterm():
+        train_sweep(sweep, stack, stack_conv=stack_conv)
+    line, text, code = report_outcome(sweep.dir)
     log.info("sweep %s: %s", sweep.dir, line)
     print(f"sweep {sweep.dir}: {line}", flush=True)
-    if failures:
-        shown = "\n  ".join(failures[:20])
-        print(f"aelab: {len(failures)} run(s) of the sweep failed (see their metrics.json):"
-              f"\n  {shown}", file=sys.stderr)
-        return 1
-    return 0
+    if text:
+        print(text, file=sys.stderr)
+    return code
 
 
-def _train(plan: Any, todo: list[Job], resumed: list[Job], swept: set[str],
+def _train(plan: Any, todo: list[Job], resumed: list[Job], sweep: Sweep,
            hydra_cfgs: dict[str, DictConfig]) -> None:
     from aelab.stacked.group import train_group
 
+    swept = sweep.swept
+
     def alone(job: Job) -> None:
-        _run_single(*job, hydra_cfgs.get(str(job[0].paths.output_dir)))
+        _run_single(sweep.dir, *job, hydra_cfgs.get(str(job[0].paths.output_dir)))
 
     for n, group in enumerate(plan.groups, start=1):
         members = [todo[i] for i in group]
@@ -222,8 +245,19 @@ def _train(plan: Any, todo: list[Job], resumed: list[Job], swept: set[str],
         alone(job)
 
 
+INTERRUPTED = ("aelab: interrupted ({}); rerun the same command with resume=true to continue "
+               "(each run from its last.ckpt)")
+
+
+def interrupted_exit(exc: BaseException) -> SystemExit:
+    """The one line and the exit code (130 SIGINT, 143 SIGTERM) of an interrupted sweep."""
+    sigterm = not isinstance(exc, KeyboardInterrupt)
+    print(INTERRUPTED.format("SIGTERM" if sigterm else "SIGINT"), file=sys.stderr, flush=True)
+    return SystemExit(143 if sigterm else 130)
+
+
 def cli() -> None:
-    from aelab.stacked.group import Interrupted
+    from aelab.errors import Interrupted
 
     if {"-h", "--help"} & set(sys.argv[1:]):
         print(__doc__)
@@ -234,12 +268,8 @@ def cli() -> None:
     except AelabError as exc:
         print(f"aelab: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Interrupted:
-        print("aelab: interrupted (SIGTERM); rerun the command with resume=true to continue",
-              file=sys.stderr)
-        sys.exit(143)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        raise interrupted_exit(exc) from None
     sys.exit(code)
 
 

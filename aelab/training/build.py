@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from aelab.config.validate import Validated, instantiate, validate
 from aelab.data import ImageData
 from aelab.data.normalization import Normalization
-from aelab.errors import ConfigError
 from aelab.losses import ReconstructionLoss
-from aelab.models import EncoderDecoder, VariationalEncoder
+from aelab.models import EncoderDecoder
 from aelab.training.module import Autoencoder, run_length
+from aelab.training.nets import build_net
 from aelab.training.schedulers import resolve
+
+__all__ = ["Parts", "build", "build_net"]
 
 
 @dataclass
@@ -28,22 +30,6 @@ class Parts:
     data: ImageData
     net: EncoderDecoder
     module: Autoencoder
-
-
-def build_net(cfg: DictConfig, image_shape: tuple[int, int, int], output: str) -> EncoderDecoder:
-    """The encoder and decoder of `cfg.model` for images of `image_shape`, paired."""
-    activation = instantiate(cfg.activation)
-    for part in ("encoder", "decoder"):
-        if not OmegaConf.select(cfg.model, f"{part}._target_"):
-            raise ConfigError(f"model.{part} is missing or has no _target_; choose a model "
-                              f"preset (model=mlp, seed, conv or conv_mlp) or give model.{part}.")
-    encoder, decoder = (
-        instantiate(cfg.model[part], image_shape=list(image_shape), activation=activation)
-        for part in ("encoder", "decoder")
-    )
-    if cfg.model.get("variational", False):
-        encoder = VariationalEncoder(encoder)
-    return EncoderDecoder(encoder, decoder, output)
 
 
 def build(config: Validated | DictConfig) -> Parts:

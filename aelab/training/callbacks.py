@@ -1,6 +1,7 @@
 """Lightning callbacks: reconstruction images, an atomic last checkpoint, the metric history,
 the divergence guard, the run record kept in checkpoints and the progress display: a bar
-counting steps on a terminal, one line per epoch elsewhere (a file, a SLURM log)."""
+counting steps on a terminal, ending each epoch with its line; one line per epoch elsewhere
+(a file, a SLURM log)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from aelab.diagnostics.images import add_png_image, tile
+from aelab.diagnostics.images import add_png_image, image_pixels, tile
 from aelab.errors import Diverged
 from aelab.training.runstate import run_datamodule, run_loggers, run_metrics
 
@@ -30,16 +31,32 @@ def tensorboard(trainer: L.Trainer, pl_module: L.LightningModule | None = None):
     return None
 
 
+def image_loggers(trainer: L.Trainer, pl_module: L.LightningModule | None = None) -> list[Any]:
+    """The run's loggers that hold images: TensorBoard's and Weights & Biases'."""
+    return [lg for lg in run_loggers(trainer, pl_module)
+            if isinstance(lg, (TensorBoardLogger, WandbLogger))]
+
+
+def log_image(trainer: L.Trainer, pl_module: L.LightningModule | None, tag: str,
+              image: torch.Tensor, step: int) -> None:
+    """An image in [0, 1], (H, W) or (C, H, W), on every logger of the run that holds images:
+    TensorBoard at `step` (epochs), Weights & Biases at the trainer's global step (its x
+    axis); skipped for the others (CSV, ...)."""
+    for logger in image_loggers(trainer, pl_module):
+        if isinstance(logger, TensorBoardLogger):
+            add_png_image(logger.experiment, tag, image, step)
+        else:
+            logger.log_image(key=tag, images=[image_pixels(image)], step=trainer.global_step)
+
+
 PRIOR_SEED = 0  # the fixed z ~ N(0, I) of samples/prior, the same in every run
 LATENT_GRID = 11  # samples/latent_grid: 11 x 11 points of [-2, 2]^2
 
 
 def decoded_mean(pl_module: L.LightningModule, z: torch.Tensor) -> torch.Tensor:
     """The decoder's mean (the loss's prediction, e.g. the continuous Bernoulli's mean) at
-    codes z, in [0, 1] pixel units."""
-    logits = pl_module.net.decode(z)
-    pred = pl_module.loss_fn.prediction(logits, pl_module.net.output_activation(logits))
-    return pl_module.normalization.decode(pred)
+    codes z, in [0, 1] pixel units, flat (N, C*H*W)."""
+    return pl_module.decode(z).flatten(1)
 
 
 class ReconstructionGrid(L.Callback):
@@ -55,39 +72,38 @@ class ReconstructionGrid(L.Callback):
     def __init__(self, n_images: int = 16) -> None:
         self.n_images = n_images
 
-    def _samples(self, writer, pl_module: L.LightningModule, shape, step: int) -> None:
+    def _samples(self, trainer: L.Trainer, pl_module: L.LightningModule, shape,
+                 step: int) -> None:
         net = pl_module.net
         d = net.code_dim
         z = torch.randn(self.n_images, d, generator=torch.Generator().manual_seed(PRIOR_SEED))
         with torch.no_grad():
             prior = decoded_mean(pl_module, z.to(pl_module.device))
         columns = math.ceil(math.sqrt(len(prior)))
-        add_png_image(writer, "samples/prior",
-                      tile(prior.clamp(0, 1).cpu(), columns=columns, shape=shape), step)
+        log_image(trainer, pl_module, "samples/prior",
+                  tile(prior.clamp(0, 1).cpu(), columns=columns, shape=shape), step)
         if d == 2:
             axis = torch.linspace(-2, 2, LATENT_GRID)
             z2, z1 = torch.meshgrid(axis, axis, indexing="ij")
             grid_z = torch.stack([z1.flatten(), z2.flatten()], 1).to(pl_module.device)
             with torch.no_grad():
                 images = decoded_mean(pl_module, grid_z)
-            add_png_image(writer, "samples/latent_grid",
-                          tile(images.clamp(0, 1).cpu(), columns=LATENT_GRID, shape=shape), step)
+            log_image(trainer, pl_module, "samples/latent_grid",
+                      tile(images.clamp(0, 1).cpu(), columns=LATENT_GRID, shape=shape), step)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer, pl_module)
-        if writer is None or trainer.sanity_checking:
+        if not image_loggers(trainer, pl_module) or trainer.sanity_checking:
             return
         data = run_datamodule(trainer, pl_module)
         x = data.probe(self.n_images)
-        with torch.no_grad():
-            y = pl_module.reconstruct(x)
+        y = pl_module.reconstruct(x, normalized=True)
         x = pl_module.normalization.decode(x)
         shape = getattr(data, "image_shape", None)  # (C, H, W): grey or colour
         grid = tile(torch.cat([x, y]).clamp(0, 1).cpu(), columns=len(x), shape=shape)
         # step: epochs completed (1 after the first), as the diagnostics images
-        add_png_image(writer, "reconstructions", grid, trainer.current_epoch + 1)
+        log_image(trainer, pl_module, "reconstructions", grid, trainer.current_epoch + 1)
         if getattr(pl_module.net, "variational", False):
-            self._samples(writer, pl_module, shape, trainer.current_epoch + 1)
+            self._samples(trainer, pl_module, shape, trainer.current_epoch + 1)
 
 
 def fsync_file(path: Path) -> None:
@@ -123,6 +139,9 @@ class LastCheckpoint(Checkpoint):
 
     def save(self, trainer: L.Trainer) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
+        # Lightning's save swallows a PermissionError (the file is then just missing): open
+        # the file first, so that a folder made read-only stops the run with the real cause
+        open(tmp, "wb").close()  # noqa: SIM115
         trainer.save_checkpoint(tmp)
         fsync_file(tmp)
         os.replace(tmp, self.path)
@@ -195,8 +214,9 @@ class FiniteGuard(L.Callback):
         global_step = trainer.global_step if global_step is None else global_step
         step = global_step - self._epoch_start
         causes = "".join(f"\n  - {c}" for c in self.advice)
-        message = (
-            f"training diverged: {what} at epoch {epoch}, step {step} of the epoch "
+        total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
+        message = (  # epochs counted from 1, as the progress line counts them
+            f"training diverged: {what} in epoch {epoch + 1}{total}, step {step} of the epoch "
             f"(global step {global_step}); the run stopped there."
         )
         if causes:
@@ -234,13 +254,50 @@ class FiniteGuard(L.Callback):
                 raise self._diverged(trainer, f"{key} became {float(value)}")
 
 
+def epoch_line(trainer: L.Trainer, seconds: float, steps: int) -> str:
+    """The epoch's line: epoch, train/loss, val/mse (a VAE: val/elbo), epoch time, steps/s."""
+    metrics = trainer.callback_metrics
+    total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
+    parts = [f"epoch {trainer.current_epoch + 1}{total}"]
+    parts += [f"{k} {float(metrics[k]):.5f}" for k in ("train/loss", "val/mse", "val/elbo")
+              if k in metrics]
+    parts += [f"{seconds:.1f} s", f"{steps / max(seconds, 1e-9):.0f} steps/s"]
+    return "  ".join(parts)
+
+
+FALLBACK_COLUMNS = 100  # a terminal that reports no width (0 columns): tqdm would draw nothing
+
+
 class StepProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, counting optimiser steps (and steps/s) where Lightning's counts
-    training batches, each of which holds `steps_per_call` steps."""
+    training batches, each of which holds `steps_per_call` steps; each epoch ends with its
+    line (`epoch_line`, printed above the bar) unless `epoch_lines` is false."""
 
-    def __init__(self, refresh_rate: int = 1, leave: bool = False) -> None:
+    def __init__(self, refresh_rate: int = 1, leave: bool = False,
+                 epoch_lines: bool = True) -> None:
         super().__init__(refresh_rate=refresh_rate, leave=leave)
+        self.epoch_lines = epoch_lines
         self._epoch_start = self._shown = 0
+        self._started = 0.0
+
+    def _sized(self, bar: Any) -> Any:
+        """`bar` drawn FALLBACK_COLUMNS wide when the terminal reports a width of 0."""
+        try:
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+        except (OSError, ValueError, AttributeError):  # not a terminal: tqdm's own width
+            columns = 1
+        if columns <= 0:
+            bar.dynamic_ncols, bar.ncols = False, FALLBACK_COLUMNS
+        return bar
+
+    def init_train_tqdm(self) -> Any:
+        return self._sized(super().init_train_tqdm())
+
+    def init_validation_tqdm(self) -> Any:
+        return self._sized(super().init_validation_tqdm())
+
+    def init_test_tqdm(self) -> Any:
+        return self._sized(super().init_test_tqdm())
 
     @property
     def total_train_batches(self) -> int | float:
@@ -254,6 +311,7 @@ class StepProgressBar(TQDMProgressBar):
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._epoch_start, self._shown = trainer.global_step, 0
+        self._started = time.perf_counter()
         super().on_train_epoch_start(trainer, *args)
 
     def on_train_batch_end(
@@ -270,10 +328,17 @@ class StepProgressBar(TQDMProgressBar):
             bar.refresh()
         bar.set_postfix(self.get_metrics(trainer, pl_module))
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.epoch_lines and self.is_enabled and not trainer.sanity_checking:
+            seconds = time.perf_counter() - self._started
+            # above the bar (tqdm's write), which the next epoch redraws
+            self.print(epoch_line(trainer, seconds, trainer.global_step - self._epoch_start))
+
 
 class EpochLines(ProgressBar):
-    """One line per epoch on stdout: epoch, train/loss, val/mse (a VAE: val/elbo), epoch time,
-    steps/s.
+    """One line per epoch on stdout (`epoch_line`): epoch, train/loss, val/mse (a VAE:
+    val/elbo), epoch time, steps/s.
 
     Printed at on_train_epoch_end, which Lightning 2.x calls after the epoch's validation.
     """
@@ -299,14 +364,7 @@ class EpochLines(ProgressBar):
         if not self._enabled or trainer.sanity_checking:
             return
         seconds = time.perf_counter() - self._start
-        metrics = trainer.callback_metrics
-        total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
-        parts = [f"epoch {trainer.current_epoch + 1}{total}"]
-        parts += [f"{k} {float(metrics[k]):.5f}" for k in ("train/loss", "val/mse", "val/elbo")
-                  if k in metrics]
-        steps = trainer.global_step - self._step
-        parts += [f"{seconds:.1f} s", f"{steps / max(seconds, 1e-9):.0f} steps/s"]
-        print("  ".join(parts), flush=True)
+        print(epoch_line(trainer, seconds, trainer.global_step - self._step), flush=True)
 
 
 def progress_bar(refresh_rate: int = 20) -> ProgressBar:

@@ -7,6 +7,8 @@ Nothing here imports torch.
 - A folder that already holds a run (metrics.json or last.ckpt) is only reused
   with `resume=true`: a run never overwrites another's results or mixes its
   TensorBoard events with them.
+- A folder that cannot be written is refused before any work (`check_writable`,
+  `FolderNotWritable`), with the folder named.
 - Whether a resumed run matches its checkpoint is `aelab.config.resume`'s to say.
 """
 
@@ -18,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from aelab.errors import RunFolderError
+from aelab.errors import FolderNotWritable, RunFolderError
 
 log = logging.getLogger("aelab")
 
@@ -45,8 +47,12 @@ class RunFolderLock:
             import fcntl
         except ImportError:  # pragma: no cover - not on POSIX
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            check_writable(self.path.parent)
+            raise not_writable(self.path.parent, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -62,9 +68,35 @@ class RunFolderLock:
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self.fd)
-            self.fd = None
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:  # a folder made read-only meanwhile: the file stays, unlocked
+                pass
+            finally:
+                os.close(self.fd)  # releases the lock
+                self.fd = None
+
+
+def not_writable(folder: Path, exc: OSError | str) -> FolderNotWritable:
+    """The refusal of run folder `folder`, which cannot be written (`exc`: why)."""
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc.strerror or exc}"
+    return FolderNotWritable(
+        f"run folder {folder} cannot be written ({why}); nothing was run. Make it writable, "
+        f"or give the run another folder (hydra.run.dir=..., or hydra.sweep.dir=... for a "
+        f"sweep)."
+    )
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse a run folder that cannot be made or written: the folder, or the nearest of its
+    parents that exists, must be a folder this process may write to."""
+    here = Path(folder)
+    while not os.path.lexists(here) and here.parent != here:
+        here = here.parent
+    if not os.path.isdir(here):
+        raise not_writable(folder, f"{here} is a file, not a folder")
+    if not os.access(here, os.W_OK | os.X_OK):
+        raise not_writable(folder, f"{here} is read-only to this user")
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:

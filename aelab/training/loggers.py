@@ -11,6 +11,10 @@ of the sweep. Every run that got as far as its logger writes a session, ended wi
 (completed: success; diverged or failed: failure; interrupted: unknown). The session and its
 final/ metrics go to their own events file (SESSION_SUFFIX), which a resumed run deletes
 first: TensorBoard shows a run's first session, and the resumed run's is the one that counts.
+
+TensorBoard's HParams table prints every number with 5 significant digits (a batch size of 128
+as `128.00`): the integer counts of INTEGER_KEYS (batch size, epochs, seed, code size, ...)
+are written as text, which the table shows as written and filters as categories.
 """
 
 from __future__ import annotations
@@ -21,11 +25,50 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 
 IGNORED_KEYS = ("resume", "sweep")
+# keys (their last part) whose integer values are counts: shown as text in the HParams table
+INTEGER_KEYS = (
+    "batch_size", "eval_batch_size", "max_epochs", "max_steps", "seed", "split_seed", "code_dim",
+    "train_size", "val_size", "test_size", "steps_per_call", "accumulate_grad_batches",
+    "iwae_samples", "threads", "every_n_epochs", "probe_size", "log_every_n_steps", "devices",
+)
+
+
+def plain_params(params: dict[str, Any] | Namespace | None, prefix: str = "") -> dict[str, Any]:
+    """`params` (a dict, an argparse Namespace or None) flat: nested dicts and Namespaces
+    become `a/b` keys, as Lightning's loggers name them."""
+    if params is None:
+        return {}
+    if isinstance(params, Namespace):
+        params = vars(params)
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Namespace):
+            value = vars(value)
+        if isinstance(value, dict) and value:
+            out |= plain_params(value, f"{prefix}{key}/")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def session_value(key: str, value: Any) -> bool | int | float | str | None:
+    """A value for the HParams table: bools, floats and strings as they are, the integers of
+    INTEGER_KEYS as text (the table would print 128 as 128.00), one-element tensors as
+    numbers, anything else (a list, an enum) as text; None stays None (left out)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return str(value) if key.rsplit(".", 1)[-1] in INTEGER_KEYS else value
+    if isinstance(value, float):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "numel", lambda: 0)() == 1:
+        return session_value(key, item())
+    return str(value)
 
 
 def override_params(lines: list[str]) -> dict[str, Any]:
@@ -79,6 +122,7 @@ def swept_keys() -> set[str] | None:
 
 
 SESSION_SUFFIX = ".session"
+ALWAYS_SHOWN = {"verdict"}  # marked `differs`, so the HParams table shows it from the start
 
 
 def remove_sessions(folder: Path) -> None:
@@ -159,20 +203,20 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         """`overrides` and `swept_keys_` stand for the running Hydra job's overrides and its
         multirun's swept keys when the run is not a Hydra job (a stacked run)."""
         swept = override_params(hydra_overrides() if overrides is None else overrides)
-        params = {**swept, **_convert_params(params)}
+        params = {**swept, **plain_params(params)}
         if metrics is not None and not isinstance(metrics, dict):
             metrics = {"hp_metric": metrics}
         if metrics is None:
             super().log_hyperparams(params, metrics, step)
             return
         self.hparams.update(params)
-        params = self._sanitize_params(_flatten_dict(params))
+        params = {k: session_value(k, v) for k, v in params.items()}
         params = {k: v for k, v in params.items() if v is not None}
         from torch.utils.tensorboard.summary import scalar
         from torch.utils.tensorboard.writer import FileWriter
 
         varied = swept_keys() if swept_keys_ is None else swept_keys_
-        differs = set(swept) if varied is None else varied
+        differs = (set(swept) if varied is None else set(varied)) | (ALWAYS_SHOWN & set(params))
         tags = list(metrics) if metric_tags is None else metric_tags
         writer = FileWriter(self.log_dir, filename_suffix=SESSION_SUFFIX)
         for tag, value in metrics.items():

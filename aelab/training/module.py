@@ -25,6 +25,8 @@ from aelab.losses.elbo import (
     reparameterise,
 )
 from aelab.models import EncoderDecoder
+from aelab.training.inference import Inference
+from aelab.training.load import STATE_KEY
 from aelab.training.runstate import run_datamodule
 from aelab.training.schedulers import build_scheduler
 
@@ -63,7 +65,7 @@ class RunningMeans:
         return {key: total / self.count for key, total in self.sums.items()}
 
 
-class Autoencoder(L.LightningModule):
+class Autoencoder(Inference, L.LightningModule):
     """Trains `net` with `loss` (plus an optional coupled L2 penalty on the weights).
 
     Logged per epoch: `train/loss` and `{val,test}/loss`, each the loss's per-pixel
@@ -78,6 +80,10 @@ class Autoencoder(L.LightningModule):
     bound on log p(x) with weight 1 and one z sample) and `test/iwae`, the importance-weighted
     bound with `iwae_samples` z per image (k decoder passes per test image). `loss`, `mse`
     and `bce` are then those of the decoder's output at the posterior mean.
+
+    A trained one loads with `Autoencoder.load_from_checkpoint(run folder or last.ckpt)`
+    (`aelab.load`) and has `encode`, `reconstruct`, `decode` and (a VAE) `sample`
+    (aelab.training.inference).
     """
 
     def __init__(
@@ -123,10 +129,11 @@ class Autoencoder(L.LightningModule):
         logits = self.net(x)
         return logits, self.net.output_activation(logits)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The prediction in [0, 1] pixel units (for images and pixel metrics)."""
-        logits, recon = self(x)
-        return self.normalization.decode(self.loss_fn.prediction(logits, recon))
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The image shape and the normalisation's statistics, so that the model loads from
+        its checkpoint alone (aelab.training.load)."""
+        checkpoint[STATE_KEY] = {"image_shape": [int(s) for s in self.net.image_shape],
+                                 "normalization": self.normalization.state_dict()}
 
     def l2(self) -> torch.Tensor:
         return sum(layer.weight.square().sum() for layer in self.net.weight_layers())

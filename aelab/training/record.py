@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -13,6 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.training.folder import CHECKPOINT, METRICS
+
+log = logging.getLogger("aelab")
 
 HPARAM_KEYS = (  # keys a run's config lacks (model.channels of an MLP) are left out
     "model.hidden",
@@ -64,31 +67,84 @@ def hparams(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     return params
 
 
+# the final diagnostics that compare runs: metrics.json's "diagnostics" key -> session metric
+SESSION_DIAGNOSTICS = {
+    "blob/ev": "final/ev",
+    "collapse/norm_ratio/W1": "final/W1_norm_ratio",
+    "latent/active_units": "final/active_units",  # a VAE's
+    "latent/kl_total": "final/kl_total",
+}
+TEST_ONLY = ("iwae",)  # test metrics that validation does not compute
+
+
+def session_metrics(result: dict[str, Any], variational: bool) -> tuple[dict[str, float],
+                                                                        list[str]]:
+    """(the run's final metrics, the session's metric columns): final/val_* and final/test_*
+    (both declared, whatever the run reached: TensorBoard takes its columns from one run's
+    session, and a diverged run's, with no test, would hide the test columns of all), and
+    the final diagnostics of SESSION_DIAGNOSTICS. No column without a value in some run."""
+    names = {*result.get("val", {}), *result.get("test", {})} - {"step", "epoch", *TEST_ONLY}
+    tags = [f"final/{part}_{k}" for part in ("val", "test") for k in sorted(names)]
+    if variational:
+        tags += [f"final/test_{k}" for k in TEST_ONLY]
+    final = {f"final/{part}_{k}": float(v) for part in ("val", "test")
+             for k, v in result.get(part, {}).items() if f"final/{part}_{k}" in tags}
+    diagnostics = result.get("diagnostics") or {}
+    for key, tag in SESSION_DIAGNOSTICS.items():
+        if key in diagnostics:
+            tags.append(tag)
+            final[tag] = float(diagnostics[key])
+    return {k: v for k, v in final.items() if math.isfinite(v)}, tags
+
+
 def log_session(
     logger: Any, cfg: DictConfig, choices: dict[str, str], result: dict[str, Any],
     job: tuple[list[str], set[str]] | None = None,
 ) -> None:
-    """The run's HParams session (hyperparameters, final/val_* and final/test_* metrics, its
-    status), then the logger closed; nothing without a logger. Every session declares both
-    val and test columns: TensorBoard takes its columns from one run's session, and a
-    diverged run's (no test metrics) would otherwise hide the test columns of all. `job`:
-    (overrides, swept keys) of a run that is no Hydra job (a stacked run), for the session."""
+    """The run's hyperparameters and final metrics (`session_metrics`; the verdict as the
+    hyperparameter `verdict`) on its logger, then the logger closed; nothing without a logger.
+
+    aelab's TensorBoardLogger writes an HParams session ending with the run's status; any
+    other logger gets `log_hyperparams` (with `status` too) and `log_metrics` of the final
+    metrics. A logger that fails here is reported, not fatal: metrics.json is written
+    already. `job`: (overrides, swept keys) of a run that is no Hydra job (a stacked run)."""
     from aelab.training.loggers import TensorBoardLogger
 
     if not logger:
         return
-    final = {f"final/{part}_{k}": v for part in ("val", "test")
-             for k, v in result.get(part, {}).items() if math.isfinite(v)}
     status = result["status"]
-    if isinstance(logger, TensorBoardLogger):
-        names = {*result.get("val", {}), *result.get("test", {})}
-        tags = [f"final/{part}_{k}" for part in ("val", "test") for k in sorted(names)]
-        overrides, swept = job if job is not None else (None, None)
-        logger.log_hyperparams(hparams(cfg, choices), metrics=final, status=status,
-                               metric_tags=tags, overrides=overrides, swept_keys_=swept)
-    elif status == "completed":
-        logger.log_hyperparams(hparams(cfg, choices), metrics=final)
-    logger.finalize("success" if status == "completed" else "failed")
+    final, tags = session_metrics(result, bool(OmegaConf.select(cfg, "model.variational")))
+    params = hparams(cfg, choices)
+    if result.get("verdict"):
+        params["verdict"] = result["verdict"]
+    try:
+        if isinstance(logger, TensorBoardLogger):
+            overrides, swept = job if job is not None else (None, None)
+            logger.log_hyperparams(params, metrics=final, status=status, metric_tags=tags,
+                                   overrides=overrides, swept_keys_=swept)
+        else:
+            logger.log_hyperparams({**params, "status": status})
+            if final:
+                step = (result.get("test") or {}).get("step") or (
+                    result.get("diverged_at") or {}).get("global_step")
+                logger.log_metrics(final, step=None if step is None else int(step))
+        logger.finalize("success" if status == "completed" else "failed")
+    except Exception as exc:  # the run's record is metrics.json: a logger does not undo it
+        log.warning("the %s logger could not record the run's end (%s: %s); metrics.json holds "
+                    "it", type(logger).__name__, type(exc).__name__, exc)
+    finish_logger(logger)
+
+
+def finish_logger(logger: Any) -> None:
+    """End a Weights & Biases run (Lightning's WandbLogger leaves it open), so that the next
+    run of a sweep in this process gets a run of its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        try:
+            logger.experiment.finish()
+        except Exception as exc:
+            log.warning("wandb could not finish the run (%s: %s)", type(exc).__name__, exc)
 
 
 HYDRA_RECORD = ".hydra"

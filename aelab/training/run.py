@@ -1,15 +1,17 @@
 """One run: compose -> validate -> build -> train -> record (metrics.json, HParams).
 
-Reliability (aelab.training.folder, aelab.config.resume): bad input is refused before
-anything but the log is written; resume=true skips finished runs and continues from
-last.ckpt; a non-finite loss ends the run as "diverged"; SIGINT/SIGTERM and crashes are
-recorded in metrics.json.
+Reliability (aelab.training.folder, aelab.config.resume): bad input is refused before anything
+but the log is written; resume=true skips finished runs (of the same settings) and continues
+from last.ckpt; a non-finite loss ends the run as "diverged"; SIGINT/SIGTERM and crashes are
+recorded in metrics.json; a folder that can no longer be written stops the run with its last
+good checkpoint kept (`FolderNotWritable`, nothing recorded).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import time
 import warnings
@@ -20,8 +22,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from aelab.config.checks import trainer_refusal
 from aelab.config.validate import Validated, instantiate, validate
-from aelab.errors import AelabError, ConfigError, Diverged, RunFolderError
+from aelab.errors import (
+    AelabError,
+    ConfigError,
+    Diverged,
+    FolderNotWritable,
+    Interrupted,
+    RunFolderError,
+)
 from aelab.training.divergence import divergence_causes
 from aelab.training.folder import (
     CHECKPOINT,
@@ -92,7 +102,8 @@ def run(
     The run owns its folder while it runs (`RunFolderLock`). Invalid input raises an
     AelabError before anything is written but the log (`record_refusal=True`, in a
     multirun, records it: status "refused" for a ConfigError, "failed" for missing data
-    or an unreadable checkpoint). With `resume=true` a finished
+    or an unreadable checkpoint, unless the folder holds a run: RunFolderError, nothing
+    written). With `resume=true` a finished
     run is skipped (its metrics returned) and a run with a `last.ckpt` continues from
     it. A non-finite loss returns status "diverged"; an unexpected exception records
     "failed" and propagates; SIGINT/SIGTERM record "interrupted" and raise SystemExit
@@ -105,15 +116,19 @@ def run(
     with RunFolderLock(out_dir):
         resume = cfg.get("resume", False) is True
         previous = read_metrics(out_dir)
+        # a run is there that a refusal must not overwrite: finished, or with a checkpoint
+        held = finished(previous, None) or (out_dir / CHECKPOINT).exists()
         if not resume:
             refuse_used_folder(out_dir)
         live: dict[str, Any] = {}  # the logger and the MetricHistory, once _run has made them
         try:
             checked = validate(cfg, out_dir)
             if resume and finished(previous, cfg.trainer.get("max_epochs")):
+                epochs = previous.get("epochs")
                 log.info(
-                    "resume=true: %s already %s (%s epochs); skipped. Delete its metrics.json "
-                    "to run it again.", out_dir, previous["status"], previous.get("epochs"),
+                    "resume=true: %s already %s (%s epoch%s); skipped. Delete its metrics.json "
+                    "to run it again.", out_dir, previous["status"], epochs,
+                    "" if epochs == 1 else "s",
                 )
                 return previous
             if previous is None and not (out_dir / CHECKPOINT).exists():
@@ -123,15 +138,29 @@ def run(
         except RunFolderError:
             raise
         except AelabError as exc:
+            if record_refusal and held:  # the run there is not this one's to overwrite
+                raise RunFolderError(f"{exc} (resume=true: {out_dir} holds a finished run or "
+                                     f"a checkpoint, left as it was)") from None
             if record_refusal:  # a combination refused by design is a result of the sweep
                 status = "refused" if isinstance(exc, ConfigError) else "failed"
                 record_unfinished(out_dir, cfg, choices, started, status, error=exc,
                                   overrides=overrides, **_live(live))
             raise
         except Exception as exc:
+            if not os.access(out_dir, os.W_OK | os.X_OK):  # nothing can be recorded there
+                raise stopped_unwritable(out_dir, exc) from None
             record_unfinished(out_dir, cfg, choices, started, "failed", error=exc,
                               overrides=overrides, **_live(live))
             raise
+
+
+def stopped_unwritable(out_dir: Path, exc: BaseException) -> FolderNotWritable:
+    """The run's stop when its folder became unwritable while it trained (`exc`: the write
+    that failed); its last good checkpoint stays."""
+    return FolderNotWritable(
+        f"run folder {out_dir} can no longer be written ({type(exc).__name__}: {exc}); the "
+        f"run stopped. {describe_checkpoint(out_dir)}. Make the folder writable, then continue "
+        f"with {_resume_hint(out_dir)}.", mid_run=True)
 
 
 def _live(live: dict[str, Any]) -> dict[str, Any]:
@@ -141,11 +170,12 @@ def _live(live: dict[str, Any]) -> dict[str, Any]:
 
 
 def _interruption(exc: BaseException, seen: BaseException | None) -> int | None:
-    """The exit code for a SIGINT (130) or SIGTERM (143) that stopped fit, else None."""
+    """The exit code for a SIGINT (130) or SIGTERM (143) that stopped fit, else None
+    (`Interrupted`: SIGTERM in a stacked sweep, aelab.errors.stop_on_sigterm)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     for e in (exc, seen):
-        if isinstance(e, SIGTERMException):
+        if isinstance(e, (SIGTERMException, Interrupted)):
             return 128 + signal.SIGTERM
         if isinstance(e, KeyboardInterrupt):
             return 128 + signal.SIGINT
@@ -166,11 +196,12 @@ def _resume_hint(out_dir: Path) -> str:
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return f"resume=true and the same paths.output_dir={out_dir}"
+        return f"resume=true and the same {shlex.quote(f'paths.output_dir={out_dir}')}"
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        return f"the same sweep command plus resume=true hydra.sweep.dir={hydra_cfg.sweep.dir}"
-    return f"the same command plus resume=true hydra.run.dir={out_dir}"
+        where = shlex.quote(f"hydra.sweep.dir={hydra_cfg.sweep.dir}")
+        return f"the same sweep command plus resume=true {where}"
+    return f"the same command plus resume=true {shlex.quote(f'hydra.run.dir={out_dir}')}"
 
 
 def _is_tensorboard(logger_cfg: DictConfig) -> bool:
@@ -209,11 +240,15 @@ def _run(
     parts = build(checked)
 
     logger_cfg = cfg.get("logger")
-    if logger_cfg and resume_from is not None and _is_tensorboard(logger_cfg):
-        # hide the killed attempt's events after the checkpoint: TensorBoard shows one curve
-        logger = instantiate(logger_cfg, purge_step=resume_step)
-    else:
-        logger = instantiate(logger_cfg) if logger_cfg else False
+    try:
+        if logger_cfg and resume_from is not None and _is_tensorboard(logger_cfg):
+            # hide the killed attempt's events after the checkpoint: TensorBoard shows one curve
+            logger = instantiate(logger_cfg, purge_step=resume_step)
+        else:
+            logger = instantiate(logger_cfg) if logger_cfg else False
+    except Exception as exc:  # a missing package, an option the class refuses, ...
+        raise ConfigError(f"logger: {type(exc).__name__}: {exc}; choose logger=tensorboard, "
+                          f"csv, wandb or none, or fix the logger.* option it names.") from None
     history = MetricHistory()
     live.update(logger=logger, history=history)
     guard = FiniteGuard(divergence_causes(cfg, choices))
@@ -231,11 +266,7 @@ def _run(
             enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
         )
     except Exception as exc:  # MisconfigurationException, a missing accelerator package, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"trainer: Lightning refuses these trainer options ({first}); change the trainer.* "
-            f"option it names (see conf/trainer/default.yaml)."
-        ) from None
+        raise ConfigError(trainer_refusal(cfg.trainer, exc)) from None
 
     if trainer.strategy.root_device.type == "cpu":
         # Lightning sets this (to keep forks CUDA-free); on a machine without a GPU it makes
@@ -267,12 +298,13 @@ def _run(
             diverged_at={"epoch": exc.epoch, "step": exc.step, "global_step": exc.global_step},
             **_diagnostics(trainer, diverged=exc.what),
         )
-    except (KeyboardInterrupt, SystemExit) as exc:
+    except (KeyboardInterrupt, SystemExit, Interrupted) as exc:
         code = _interruption(exc, record.exception)
         if code is None:
             raise
         message = (
-            f"interrupted ({signal.Signals(code - 128).name}) at epoch {trainer.current_epoch}; "
+            f"interrupted ({signal.Signals(code - 128).name}) in epoch "
+            f"{trainer.current_epoch + 1}/{trainer.max_epochs}; "
             f"{describe_checkpoint(out_dir)}. Continue with {_resume_hint(out_dir)}."
         )
         log.warning("%s", message)
@@ -282,7 +314,7 @@ def _run(
 
     try:
         tested = trainer.test(parts.module, datamodule=parts.data, verbose=False)[0]
-    except (KeyboardInterrupt, SystemExit) as exc:
+    except (KeyboardInterrupt, SystemExit, Interrupted) as exc:
         code = _interruption(exc, record.exception) or 128 + signal.SIGINT
         record_unfinished(out_dir, cfg, choices, started, "interrupted", history=history.history,
                 error="interrupted during the test; resume=true runs the test again",

@@ -5,6 +5,8 @@ conv and VAE runs on the CPU too, where the measured rule leaves them alone). Ea
 folder, `.hydra/` and metrics.json are as under the basic launcher; aelab's SweepOutcome
 callback then counts them.
 A refused input (stack < 1, no run that can be stacked) prints `aelab: error:` and exits 2.
+SIGTERM and SIGINT stop the sweep with one line and exit 143 and 130 (the runs still
+training are recorded "interrupted"; resume=true continues them), as `python -m aelab.stacked`.
 """
 
 import copy
@@ -55,6 +57,17 @@ class StackedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
+        from aelab.errors import Interrupted, stop_on_sigterm
+        from aelab.stacked.sweep import interrupted_exit
+
+        try:
+            with stop_on_sigterm():
+                return self._launch(job_overrides, initial_job_idx)
+        except (KeyboardInterrupt, Interrupted) as exc:  # no traceback: one line, 130 / 143
+            raise interrupted_exit(exc) from None
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]],
+                initial_job_idx: int) -> Sequence[JobReturn]:
         from aelab.errors import AelabError
         from aelab.stacked.sweep import Sweep, train_sweep
         from aelab.training.folder import read_metrics
