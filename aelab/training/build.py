@@ -14,9 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.config.validate import Validated, instantiate, validate
 from aelab.data import ImageData
 from aelab.data.normalization import Normalization
+from aelab.doctor.preflight import check_before_training
 from aelab.errors import ConfigError
 from aelab.losses import ReconstructionLoss
-from aelab.models import EncoderDecoder, VariationalEncoder
+from aelab.models import EncoderDecoder, Part, VariationalEncoder
+from aelab.models.custom import build_custom
 from aelab.training.module import Autoencoder, run_length
 from aelab.training.schedulers import resolve
 
@@ -31,12 +33,15 @@ class Parts:
 
 
 def build_net(cfg: DictConfig, image_shape: tuple[int, int, int], output: str) -> EncoderDecoder:
-    """The encoder and decoder of `cfg.model` for images of `image_shape`, paired."""
+    """The encoder and decoder of `cfg.model` for images of `image_shape`, paired; a user's own
+    modules (any `_target_` that is no aelab Part: model=custom) through ModuleAutoencoder."""
     activation = instantiate(cfg.activation)
     for part in ("encoder", "decoder"):
         if not OmegaConf.select(cfg.model, f"{part}._target_"):
             raise ConfigError(f"model.{part} is missing or has no _target_; choose a model "
                               f"preset (model=mlp, seed, conv or conv_mlp) or give model.{part}.")
+    if not all(is_part(cfg.model[part]._target_) for part in ("encoder", "decoder")):
+        return build_custom(cfg.model, image_shape, activation, output)  # type: ignore[return-value]
     encoder, decoder = (
         instantiate(cfg.model[part], image_shape=list(image_shape), activation=activation)
         for part in ("encoder", "decoder")
@@ -44,6 +49,17 @@ def build_net(cfg: DictConfig, image_shape: tuple[int, int, int], output: str) -
     if cfg.model.get("variational", False):
         encoder = VariationalEncoder(encoder)
     return EncoderDecoder(encoder, decoder, output)
+
+
+def is_part(target: str) -> bool:
+    """Whether `target` names one of aelab's own encoder/decoder classes (a Part)."""
+    from hydra.utils import get_object
+
+    try:
+        found = get_object(str(target))
+    except Exception:  # not importable: build_custom says so
+        return False
+    return isinstance(found, type) and issubclass(found, Part)
 
 
 def build(config: Validated | DictConfig) -> Parts:
@@ -58,6 +74,7 @@ def build(config: Validated | DictConfig) -> Parts:
     ).load()
     net = build_net(cfg, data.image_shape, checked.output_activation)
     instantiate(cfg.init)(net)
+    preflight = check_before_training(loss, data, checked.output_activation)
     trainer = cfg.get("trainer") or {}
     scheduler = checked.scheduler
     if scheduler:  # refuse a schedule longer than the run now, not when fit starts
@@ -72,4 +89,5 @@ def build(config: Validated | DictConfig) -> Parts:
         accumulate_grad_batches=trainer.get("accumulate_grad_batches") or 1,
         vae=checked.vae,
     )
+    module.preflight = preflight  # the Diagnostics callback puts it into metrics.json
     return Parts(norm, loss, data, net, module)
