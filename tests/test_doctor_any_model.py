@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aelab.data.sources import synthetic_images
 from aelab.models.custom import ModuleAutoencoder
+
 from conftest import DATA_DIR, REPO, TINY
 from events import load_events
 

@@ -112,7 +112,8 @@ def test_dead_units_names_the_layer_and_leaves_the_saturated_kind_alone():
 def test_step_too_large_on_divergence_and_on_a_rising_loss():
     diverged = causes.step_too_large(make("diverged", config={"optimizer": {"lr": 0.1}}))
     assert diverged.fix == ["optimizer.lr=0.01"]
-    summed = make("diverged", config={"optimizer": {"lr": 0.01}, "loss": {"reduction": "batch_sum"}})
+    summed = make("diverged", config={"optimizer": {"lr": 0.01},
+                                      "loss": {"reduction": "batch_sum"}})
     assert causes.step_too_large(summed).fix == ["loss.reduction=mean", "optimizer.lr=0.001"]
     rising = make("blob", config={"optimizer": {"lr": 0.03}},
                   train={"train/loss": [0.07, 0.05, 0.09, 0.08]})

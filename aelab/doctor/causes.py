@@ -111,22 +111,41 @@ def saturation(run: Run) -> Cause | None:
     act = run.choice("activation")
     fix = ["activation=relu"] if act in ("sigmoid", "tanh") else [
         f"replace the activation at {run.layer(layer)} by a ReLU"]
+    why = ""
+    if (big := _big_steps(run)) is not None:
+        evidence["grads/update_ratio median max"] = fmt(big)
+        fix = [*_lr_fix(run, 0.1), *fix]
+        why = f", driven there by steps of {fmt(big)} of the weights' norm"
     return Cause("saturation", 0.6, evidence,
-                 f"{share:.0%} of {run.layer(layer)}'s units sit in the flat tails, where the "
-                 f"slope is < 4% of its maximum: the gradients below it vanish.", fix)
+                 f"{share:.0%} of {run.layer(layer)}'s units sit in the flat tails{why}, where "
+                 f"the slope is < 4% of its maximum: the gradients below it vanish.", fix)
+
+
+def _big_steps(run: Run) -> float | None:
+    """The largest median update ratio of the run when above UPDATE_LARGE: steps that
+    changed the weights by a sizeable share of their norm (what kills or saturates units)."""
+    updates = _median_update(run)
+    return max(updates) if updates and max(updates) > UPDATE_LARGE else None
 
 
 def dead_units(run: Run) -> Cause | None:
-    """A hidden ReLU-like layer with most of its units dead on every probe image."""
+    """A hidden ReLU-like layer with most of its units dead on every probe image (after
+    large steps, the step is the first fix)."""
     found = _blocked(run, "dead", DEAD)
     if run.symptom not in FAILED - {"posterior_collapse"} or found is None:
         return None
     layer, share = found
-    return Cause("dead_units", 0.6, {f"units/dead/{layer}": fmt(share), "layer": run.layer(layer)},
-                 f"{share:.0%} of {run.layer(layer)}'s units are off on every probe image, so "
-                 f"they pass neither signal nor gradient.",
-                 ["activation=leaky_relu"] if run.choice("activation") else [
-                     f"replace the ReLU at {run.layer(layer)} by a LeakyReLU"])
+    evidence: dict[str, Any] = {f"units/dead/{layer}": fmt(share), "layer": run.layer(layer)}
+    fix = ["activation=leaky_relu"] if run.choice("activation") else [
+        f"replace the ReLU at {run.layer(layer)} by a LeakyReLU"]
+    why = ""
+    if (big := _big_steps(run)) is not None:
+        evidence["grads/update_ratio median max"] = fmt(big)
+        fix = [*_lr_fix(run, 0.1), *fix]
+        why = f" after steps that changed the weights by {fmt(big)} of their norm"
+    return Cause("dead_units", 0.6, evidence,
+                 f"{share:.0%} of {run.layer(layer)}'s units are off on every probe image{why}, "
+                 f"so they pass neither signal nor gradient.", fix)
 
 
 def _median_update(run: Run) -> list[float]:
@@ -168,9 +187,9 @@ def step_too_large(run: Run) -> Cause | None:
         return Cause("step_too_large", 0.75, evidence,
                      f"the training loss rose in {rises} epoch(s) and ends above its best: the "
                      f"steps overshoot.", fix)
-    if big:
+    if big:  # large but steady steps: below the units they kill or saturate
         evidence["grads/update_ratio median"] = fmt(max(big))
-        return Cause("step_too_large", 0.7, evidence,
+        return Cause("step_too_large", 0.5, evidence,
                      f"one step changed the weights by up to {fmt(max(big))} of their norm "
                      f"(> {UPDATE_LARGE:g}): the steps are too large to settle.", fix)
     return None

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from aelab.data.domains import describe
+from aelab.doctor.view import preflight_fix
 from aelab.losses.reconstruction import ReconstructionLoss
 
 INTERIOR = 0.01  # targets are kept this far (of the output range) inside a bounded range
@@ -143,7 +144,18 @@ def check_loss(loss: Any, target: torch.Tensor, output: str,
                target_range: tuple[float, float] | None = None) -> dict[str, Any]:
     """The preflight of `loss` on a batch of `target`s (the values the net must reproduce,
     (N, P)) for a net with the `output` activation. Returns {"problems": [sentences],
-    "numbers": {...}}; no problem for a loss that the input minimises."""
+    "numbers": {...}}; no problem for a loss that the input minimises. Runs on one thread:
+    on tensors this small, more threads only wait for each other (seconds on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _check_loss(loss, target, output, target_range)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_loss(loss: Any, target: torch.Tensor, output: str,
+                target_range: tuple[float, float] | None) -> dict[str, Any]:
     if output not in ACTIVATIONS:
         return {"problems": [], "numbers": {}, "skipped": f"output activation {output!r}"}
     target = target.detach().double().flatten(1)
@@ -219,20 +231,11 @@ def check_before_training(loss: Any, data: Any, output: str) -> dict[str, Any]:
         raise ConfigError(f"{'; '.join(report['problems'])}: the run cannot mean anything; "
                           f"choose another loss (loss=mse or loss=bce).")
     if report["problems"]:
-        from aelab.doctor.view import preflight_fix
-
         fix = preflight_fix(report, getattr(loss, "name", None), data.normalization.name)
         logging.getLogger("aelab").warning(
             "doctor, before training: loss_misspecified: %s. Fix: %s",
             "; ".join(report["problems"]), " or ".join(fix))
     return report
-
-
-# the fix for each named loss that fails the preflight (aelab.doctor.causes uses it too)
-LOSS_FIX = {"bce_naive_positive": "loss=bce", "bce_double_sigmoid": "loss=bce",
-            "softmax_pixels": "loss=bce", "bce_swapped_logits": "loss=bce",
-            "bce_swapped_probs": "loss=bce", "bce_unclamped_probs": "loss=bce",
-            "bce_clamped_probs": "loss=bce"}
 
 
 def preflight_from_config(config: Any) -> dict[str, Any] | None:

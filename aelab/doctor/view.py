@@ -104,8 +104,6 @@ def preflight_fix(report: Mapping[str, Any] | None, loss: str | None,
                   normalization: str | None) -> list[str]:
     """Overrides that make the check before training pass: [0, 1] targets for a loss whose
     domain they left (or a loss for any targets), else a proper loss."""
-    from aelab.doctor.preflight import LOSS_FIX
-
     numbers = (report or {}).get("numbers", {})
     if "unbounded_pixel_share" in numbers or numbers.get("target_min", 0) < 0 \
             or numbers.get("target_max", 1) > 1:
@@ -113,3 +111,10 @@ def preflight_fix(report: Mapping[str, Any] | None, loss: str | None,
             return ["normalization=unit", "loss=mse"]
         return ["loss=mse"]
     return [LOSS_FIX.get(loss or "", "loss=bce")]
+
+
+# the fix for each named loss that fails the check before training
+LOSS_FIX = {"bce_naive_positive": "loss=bce", "bce_double_sigmoid": "loss=bce",
+            "softmax_pixels": "loss=bce", "bce_swapped_logits": "loss=bce",
+            "bce_swapped_probs": "loss=bce", "bce_unclamped_probs": "loss=bce",
+            "bce_clamped_probs": "loss=bce"}
