@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from aelab.doctor.__main__ import diagnose_folder
-from aelab.doctor.treat import compose_job, train_jobs, treat
+from aelab.doctor.treat import compose_job, override_key, train_jobs, treat
 
 CASES = Path(__file__).with_name("doctor_cases.yaml")
 
@@ -42,8 +42,14 @@ def load_cases(path: Path, only: set[str] | None = None) -> tuple[list[str], lis
     return list(spec.get("common") or []), cases
 
 
+def overrides_of(common: list[str], case: dict) -> list[str]:
+    """The case's command: `common`, then its own overrides (a key of both: the case's)."""
+    own = {override_key(o) for o in case["overrides"]}
+    return [*(o for o in common if override_key(o) not in own), *case["overrides"]]
+
+
 def train_cases(common: list[str], cases: list[dict], out: Path, stack: int) -> None:
-    jobs = [compose_job([*common, *c["overrides"]], out / c["name"]) for c in cases
+    jobs = [compose_job(overrides_of(common, c), out / c["name"]) for c in cases
             if not (out / c["name"] / "metrics.json").is_file()]
     if jobs:
         out.mkdir(parents=True, exist_ok=True)

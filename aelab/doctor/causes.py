@@ -24,6 +24,7 @@ SATURATED = 0.5  # a hidden sigmoid/tanh layer with more units than this in its 
 DEAD = 0.5  # a hidden ReLU-like layer with more dead units than this
 UPDATE_LARGE = 0.1  # median realised update ratio over the layers above this: too large
 UPDATE_SMALL = 1e-4  # ... below this (with W1 moved < MOVED_LITTLE): too small
+STOPPED = 1e-3  # the last median update below this x the largest: the updates stopped
 MOVED_LITTLE = 0.1  # ||W1 - W1(0)|| / ||W1(0)|| below this: the weights barely moved
 PLATEAU_D = 0.2  # mean-image distance D below this: the predictions sit at the mean image ...
 PLATEAU_FALL = 0.01  # ... and the training loss fell less than this share in the last epoch
@@ -161,9 +162,18 @@ def _lr_fix(run: Run, factor: float) -> list[str]:
     return [f"optimizer.lr={lr * factor:.3g}"] if lr else []
 
 
+def _thrown_off(run: Run) -> bool:
+    """The predictions ended further from the mean image than the data (D > 1) and further
+    than they started: something threw them off, they did not merely stay at the init."""
+    d = run.series("blob/d")
+    return len(d) >= 2 and d[-1] > 1.0 and d[-1] > d[0] * 1.05
+
+
 def step_too_large(run: Run) -> Cause | None:
-    """Divergence, a training loss that rises epoch over epoch, or realised updates above
-    UPDATE_LARGE of the weights' norm (while W1 keeps its norm)."""
+    """Divergence; a training loss that rises epoch over epoch; a blow-up (a step above
+    UPDATE_LARGE of the weights' norm, or predictions further from the mean image than the data
+    (D > 1), after which the updates stopped); or, weaker, steady updates above UPDATE_LARGE
+    (while W1 keeps its norm)."""
     if run.symptom not in FAILED - {"posterior_collapse"}:
         return None
     evidence: dict[str, Any] = {"optimizer.lr": run.number("optimizer.lr")}
@@ -178,15 +188,22 @@ def step_too_large(run: Run) -> Cause | None:
                      "the loss or the weights became non-finite: a step overshot.", fix)
     loss = [v for v in run.train_loss() if math.isfinite(v)]
     rises = sum(b > a * (1 + LOSS_RISE) for a, b in zip(loss, loss[1:]))
-    updates = _median_update(run)
-    rho = run.series("collapse/norm_ratio/W1")
-    big = [u for i, u in enumerate(updates) if u > UPDATE_LARGE
-           and (not rho or i + 1 >= len(rho) or rho[i + 1] >= 0.5)]
     if rises and loss[-1] > min(loss) * (1 + LOSS_RISE):
         evidence |= {"train/loss": [fmt(v) for v in loss], "epochs_loss_rose": rises}
         return Cause("step_too_large", 0.75, evidence,
                      f"the training loss rose in {rises} epoch(s) and ends above its best: the "
                      f"steps overshoot.", fix)
+    updates, d = _median_update(run), run.last("blob/d")
+    stopped = bool(updates) and updates[-1] < STOPPED * max(max(updates), UPDATE_LARGE)
+    if stopped and (max(updates) > UPDATE_LARGE or _thrown_off(run)):
+        evidence |= {"grads/update_ratio median": [fmt(u) for u in updates], "blob/d": fmt(d)}
+        return Cause("step_too_large", 0.75, evidence,
+                     f"the weights were thrown by up to {fmt(max(updates))} of their norm in "
+                     f"one step{'' if d is None else f' and the output stuck at D = {fmt(d)}'}"
+                     f", after which the updates stopped: a step blew the net up.", fix)
+    rho = run.series("collapse/norm_ratio/W1")
+    big = [u for i, u in enumerate(updates) if u > UPDATE_LARGE
+           and (not rho or i + 1 >= len(rho) or rho[i + 1] >= 0.5)]
     if big:  # large but steady steps: below the units they kill or saturate
         evidence["grads/update_ratio median"] = fmt(max(big))
         return Cause("step_too_large", 0.5, evidence,
@@ -196,9 +213,10 @@ def step_too_large(run: Run) -> Cause | None:
 
 
 def step_too_small(run: Run) -> Cause | None:
-    """On the mean-image plateau with nothing saturated or dead: weights that barely moved
-    (W1 < MOVED_LITTLE of its norm, updates < UPDATE_SMALL), or predictions at the mean image
-    (D < PLATEAU_D) with a training loss that fell less than PLATEAU_FALL in the last epoch."""
+    """Nothing saturated or dead, and weights that barely moved (W1 < MOVED_LITTLE of its
+    norm, updates < UPDATE_SMALL, the predictions not thrown off), or predictions on the
+    mean-image plateau (D < PLATEAU_D) with a training loss that fell less than PLATEAU_FALL
+    in the last epoch."""
     if run.symptom != "blob":
         return None
     if _blocked(run, "saturation", SATURATED) or _blocked(run, "dead", DEAD):
@@ -208,11 +226,13 @@ def step_too_small(run: Run) -> Cause | None:
     fall = (loss[-2] - loss[-1]) / abs(loss[-2]) if len(loss) >= 2 and loss[-2] else None
     evidence = {"collapse/change/W1": fmt(moved), "optimizer.lr": run.number("optimizer.lr"),
                 "optimizer": run.choice("optimizer")}
-    if moved is not None and updates and moved < MOVED_LITTLE and updates[-1] < UPDATE_SMALL:
+    at_mean = d is not None and d < PLATEAU_D
+    if moved is not None and updates and moved < MOVED_LITTLE and updates[-1] < UPDATE_SMALL \
+            and not _thrown_off(run):
         evidence["grads/update_ratio median"] = fmt(updates[-1])
         why = (f"W1 moved {fmt(moved)} of its initial norm and each step {fmt(updates[-1])} "
                f"of the weights")
-    elif d is not None and d < PLATEAU_D and fall is not None and fall < PLATEAU_FALL:
+    elif at_mean and fall is not None and fall < PLATEAU_FALL:
         evidence |= {"blob/d": fmt(d), "last epoch's loss fall": fmt(fall)}
         why = (f"the predictions sit at the mean image (D = {fmt(d)}) and the loss fell "
                f"{fall:.2%} in the last epoch")
