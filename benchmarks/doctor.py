@@ -113,7 +113,7 @@ def tables(rows: list[dict], healed: dict[str, dict], seconds: float) -> tuple[s
         "healed_by_any_fix": sum(healed[r["case"]]["any"] for r in offered),
         "treated": len(offered), "diagnose_seconds_mean": seconds,
     }
-    causes = sorted({r["expected"] for r in rows} | {r["top1"] for r in rows})
+    causes = sorted(({r["expected"] for r in rows} | {r["top1"] for r in rows}) - {"healthy"})
     confusion = Counter((r["expected"], r["top1"]) for r in rows)
     lines = ["| expected \\ top-1 | " + " | ".join(causes) + " |",
              "| --- |" + " --- |" * len(causes)]

@@ -152,3 +152,14 @@ def test_doctor_in_a_plain_lightning_trainer_names_a_saturated_sigmoid_code(tmp_
     relu, acc = fit_plain(nn.ReLU, tmp_path / "relu")
     assert relu.diagnosis["symptom"] == "healthy" and relu.diagnosis["causes"] == []
     assert [s.value for s in acc.Scalars("doctor/causes")] == [0.0]
+
+
+def test_aelabs_own_diagnostics_on_a_plain_module_point_to_the_doctor(tmp_path):
+    from aelab.diagnostics.callback import Diagnostics
+
+    loader = DataLoader(TensorDataset(synthetic_images(64, seed=0).unsqueeze(1)), batch_size=32)
+    trainer = L.Trainer(max_epochs=1, callbacks=[Diagnostics()], default_root_dir=tmp_path,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False)
+    with pytest.raises(AttributeError, match="from aelab import Doctor"):
+        trainer.fit(PlainAE(nn.ReLU), loader)

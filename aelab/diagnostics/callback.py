@@ -159,6 +159,11 @@ class Diagnostics(L.Callback):
 
     def net_of(self, pl_module: L.LightningModule) -> nn.Module:
         """The autoencoder measured: aelab's module's `net` (aelab.doctor.Doctor: any)."""
+        if not hasattr(pl_module, "net"):
+            raise AttributeError(
+                f"Diagnostics measures aelab's own module (its `net`); for "
+                f"{type(pl_module).__name__} use `from aelab import Doctor` (it needs only "
+                f"`encoder` and `decoder` attributes: docs/doctor.md).")
         return pl_module.net
 
     def _weights(self, pl_module: L.LightningModule) -> list[torch.Tensor]:
