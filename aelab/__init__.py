@@ -1,7 +1,9 @@
 """aelab: measure why an autoencoder learns or collapses into a blob.
 
-`aelab.load(run)` gives a run's trained model and `aelab.load_data(run)` its data; both
-import torch only when called (`python -m aelab --cfg job` stays light).
+`aelab.load(run)` gives a run's trained model and `aelab.load_data(run)` its data;
+`from aelab import Doctor` gives the diagnostics and the diagnosis as one Lightning callback
+for any autoencoder (aelab.doctor.callback). Each imports torch only when used
+(`python -m aelab --cfg job` stays light).
 """
 
 from __future__ import annotations
@@ -29,3 +31,11 @@ def load_data(path: str | Path, **options: Any) -> Any:
     from aelab.training.load import load_data as read
 
     return read(path, **options)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Doctor":
+        from aelab.doctor.callback import Doctor
+
+        return Doctor
+    raise AttributeError(f"module 'aelab' has no attribute {name!r}")

@@ -212,8 +212,43 @@ def test_verdict_collapsed_by_norm_wins_over_blob():
 
 
 def test_verdict_collapsed_by_shrunk_units():
-    h = history(collapse__norm_ratio__W1=[1.0, 0.9, 0.8], collapse__shrunk_units__W1=[0, 0.3, 0.7])
+    h = history(collapse__norm_ratio__W1=[1.0, 0.9, 0.8], collapse__shrunk_units__W1=[0, 0.3, 0.7],
+                blob__ev=[0.0, 0.02, 0.03])
     assert verdicts.verdict(h)[0] == "collapsed"
+
+
+def test_a_shrunk_w1_that_still_explains_the_images_is_healthy():
+    """EV 0.23 with W1 at 0.47 of its norm (ReLU, L2 1e-3, README): not collapsed."""
+    h = history(collapse__norm_ratio__W1=[1.0, 0.6, 0.47], collapse__shrunk_units__W1=[0, .4, .7],
+                blob__ev=[0.0, 0.2, 0.23])
+    name, reason = verdicts.verdict(h)
+    assert name == "healthy" and "0.47" in reason
+
+
+def test_verdict_frozen_for_dead_relu_units_however_far_the_weights_moved():
+    h = history(units__dead__h1=[0.0, 0.3, 0.4], units__dead__h2=[0.0, 0.99, 1.0],
+                blob__ev=[0.0, -0.01, -0.02], collapse__change__W1=[0.0, 3.0, 5.0])
+    name, reason = verdicts.verdict(h)
+    assert name == "frozen" and "100% of h2 dead" in reason
+    assert verdicts.verdict(history(units__dead__h2=[0.0, 0.6, 0.6], blob__ev=[0, 0, 0.02]))[
+        0] == "blob"  # 60% dead and the weights moved: a blob
+
+
+def test_verdict_posterior_collapse_by_the_kl_alone():
+    """The README's collapsed VAEs: KL <= 0.2 nats with 1.7-2.3 "active" units."""
+    h = history(blob__ev=[0.0, 0.02, 0.03], latent__kl_total=[3.0, 0.5, 0.2],
+                latent__active_units=[5, 3, 2])
+    name, reason = verdicts.verdict(h)
+    assert name == "posterior_collapse" and "KL = 0.2 < 1" in reason
+    assert verdicts.verdict(history(latent__kl_total=[3.0, 2.0, 1.8]))[0] == "healthy"
+
+
+def test_provisional_when_short_or_still_improving():
+    assert verdicts.provisional(history(epoch=[0, 1], blob__ev=[0.0, 0.05])) == \
+        "only 1 training epoch(s) measured"
+    assert "EV still rising 0.3" in verdicts.provisional(history())
+    flat = history(epoch=[0, 1, 2, 3], blob__ev=[-2.5, -0.2, -0.19, -0.185])
+    assert verdicts.provisional(flat) is None
 
 
 def test_verdict_uses_the_final_values_only():
@@ -259,7 +294,7 @@ def test_verdict_thresholds_are_configurable():
 
 
 def test_verdict_of_an_empty_history():
-    assert verdicts.verdict({})[0] == "healthy"
+    assert verdicts.verdict({})[0] == "unknown"  # nothing measured: no verdict of health
     assert verdicts.verdict({"loss": [float("nan")]})[0] == "diverged"
 
 

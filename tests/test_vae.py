@@ -196,7 +196,9 @@ def test_posterior_collapse_wins_over_blob_but_not_diverged():
                     "latent/active_units": [3.0, 0.0], "latent/kl_total": [5.0, 0.02]}
     assert diag.summary()["verdict"] == "posterior_collapse"
     assert diag.summary(diverged="the loss became nan")["verdict"] == "diverged"
-    diag.history["latent/active_units"][-1] = 2.0  # information in z: not collapsed
+    diag.history["latent/active_units"][-1] = 2.0  # "active" units but 0.02 nats: collapsed
+    assert diag.summary()["verdict"] == "posterior_collapse"
+    diag.history["latent/kl_total"][-1] = 5.0  # information in z: not collapsed
     assert diag.summary()["verdict"] == "blob"
 
 

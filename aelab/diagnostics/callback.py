@@ -15,6 +15,9 @@ the fixed probe set (the first `probe_size` validation images) it logs:
   LATENT_SCALARS dimensions, else the histogram `latent/kl`), `latent/kl_total`,
   `latent/active_units` (Burda et al.'s count) and `latent/mutual_information` (I_q(x; z),
   at most log(probe_size)); the verdict `posterior_collapse` comes from them;
+- `weights/gain/W<i>`, rms(W) x sqrt(fan-in) (the init's scale at epoch 0);
+- `grads/data/W1` and `grads/penalty/W1`, the data term's and the weight penalty's gradient
+  norms at W1 (aelab.diagnostics.gradients), sampled like grads/norm;
 - `grads/norm/W<i>`, ||dL/dW<i>||_F, and `grads/update_ratio/W<i>`, the realised step
   ||W_t - W_{t-1}||_F / ||W_{t-1}||_F, each the mean over one optimiser step in every
   `sample_every` since the last measurement, accumulated as tensors on the device (no host
@@ -40,7 +43,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from aelab.diagnostics import latent
+from aelab.diagnostics import gradients, latent
 from aelab.diagnostics import metrics as dg
 from aelab.diagnostics import verdict as verdicts
 from aelab.diagnostics.images import image_grid
@@ -121,6 +124,8 @@ class Diagnostics(L.Callback):
         self.shrink_fraction, self.histograms, self.filters = shrink_fraction, histograms, filters
         self.thresholds = verdicts.Thresholds.from_mapping(thresholds)
         self.history: dict[str, list[float]] = {}
+        self.layers: dict[str, str] = {}  # h<i> -> module path, for the doctor
+        self.preflight: dict[str, Any] | None = None  # the module's check before training
         self.w0: list[torch.Tensor] | None = None
         self._measured_step = -1  # trainer.global_step of the last measurement
         self._reset_accumulators()
@@ -140,6 +145,7 @@ class Diagnostics(L.Callback):
     def _reset_accumulators(self) -> None:
         self._grad_sum: list[torch.Tensor] | None = None  # one 0-dim tensor per layer
         self._update_sum: list[torch.Tensor] | None = None
+        self._split_sum: torch.Tensor | None = None  # (data, penalty) gradient norms at W1
         self._prev: list[torch.Tensor] | None = None
         self._grad_steps = self._update_steps = 0
         self._window = -1  # trainer.global_step // sample_every at the last sample
@@ -155,10 +161,19 @@ class Diagnostics(L.Callback):
         """A sampled step whose realised update the next hook measures."""
         return self._stepped
 
-    @staticmethod
-    def _weights(pl_module: L.LightningModule) -> list[torch.Tensor]:
+    def net_of(self, pl_module: L.LightningModule) -> nn.Module:
+        """The autoencoder measured: aelab's module's `net` (aelab.doctor.Doctor: any)."""
+        if not hasattr(pl_module, "net"):
+            raise AttributeError(
+                f"Diagnostics measures aelab's own module (its `net`); for "
+                f"{type(pl_module).__name__} use `from aelab import Doctor` (it needs only "
+                f"`encoder` and `decoder` attributes: docs/doctor.md).")
+        return pl_module.net
+
+    def _weights(self, pl_module: L.LightningModule) -> list[torch.Tensor]:
         """Each weight layer's weights as (units, fan-in) rows (conv kernels flattened)."""
-        return [unit_rows(layer.weight.detach(), layer) for layer in pl_module.net.weight_layers()]
+        layers = self.net_of(pl_module).weight_layers()
+        return [unit_rows(layer.weight.detach(), layer) for layer in layers]
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
@@ -168,9 +183,12 @@ class Diagnostics(L.Callback):
         if window == self._window:  # one sample per `sample_every` steps, the first hook in it
             return
         self._window = window
-        grads = [layer.weight.grad for layer in pl_module.net.weight_layers()]
+        layers = self.net_of(pl_module).weight_layers()
+        grads = [layer.weight.grad for layer in layers]
         if any(g is None for g in grads):
             return
+        split = gradients.split_norms(pl_module, optimizer, layers[0])
+        self._split_sum = split if self._split_sum is None else self._split_sum + split
         norms = dg.frobenius_norms(grads)
         if self._grad_sum is None:
             self._grad_sum = norms
@@ -208,6 +226,8 @@ class Diagnostics(L.Callback):
         if self.w0 is None:
             self.w0 = [w.clone() for w in self._weights(pl_module)]
         self.w0 = [w.to(pl_module.device) for w in self.w0]
+        self.layers = gradients.layer_names(self.net_of(pl_module))
+        self.preflight = getattr(pl_module, "preflight", None)
         # fixed for the whole run: x_bar, the probe, its targets, their entropy, the blob line
         self._mean_image = self._training_mean(trainer, pl_module)
         self._probe = run_datamodule(trainer, pl_module).probe(self.probe_size)
@@ -262,14 +282,14 @@ class Diagnostics(L.Callback):
                 logger.log_metrics(dict(zip(scalars, values)),
                                    step=max(trainer.global_step - 1, 0) if epochs_done else 0)
         if self.filters and image_loggers(trainer, pl_module):
-            filters = pl_module.net.first_layer_filters()  # (units, C, h, w)
+            filters = self.net_of(pl_module).first_layer_filters()  # (units, C, h, w)
             scale = FILTER_SCALE * self.w0[0].square().mean().sqrt()
             shades = (0.5 + 0.5 * filters / scale).clamp(0, 1).nan_to_num(0.5)
             log_image(trainer, pl_module, "collapse/W1_filters", filter_grid(shades.cpu()),
                       epochs_done)
 
     def _scalars(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
-        net, probe, target = pl_module.net, self._probe, self._target
+        net, probe, target = self.net_of(pl_module), self._probe, self._target
         pre, post = net.trace(probe)
         pred = self.prediction(pl_module, pre[-1], post[-1])
         logits = pre[-1] if getattr(pl_module, "bce_from_logits", False) else None
@@ -281,6 +301,7 @@ class Diagnostics(L.Callback):
             out[f"collapse/change/W{i}"] = dg.relative_change(w, w0)
             out[f"collapse/max_abs/W{i}"] = dg.max_abs(w)
             out[f"collapse/shrunk_units/W{i}"] = dg.shrunk_fraction(w, w0, self.shrink_fraction)
+            out[f"weights/gain/W{i}"] = dg.gain(w)
 
         acts = net.activations()
         for i, (z, a, act) in enumerate(zip(pre, post, acts), start=1):
@@ -309,6 +330,9 @@ class Diagnostics(L.Callback):
         if self._update_sum is not None:
             for i, total in enumerate(self._update_sum, start=1):
                 out[f"grads/update_ratio/W{i}"] = total / self._update_steps
+        if self._split_sum is not None:
+            data, penalty = self._split_sum / self._grad_steps
+            out["grads/data/W1"], out["grads/penalty/W1"] = data, penalty
         self._reset_accumulators()
         return out
 
@@ -345,27 +369,27 @@ class Diagnostics(L.Callback):
     # ------------------------------------------------------------ the run's verdict
 
     def summary(self, diverged: str | None = None) -> dict[str, Any]:
-        """`verdict`, `verdict_reason`, the last measurement (`diagnostics`) and the history.
+        """`verdict`, `verdict_reason`, `verdict_provisional` (why the verdict may still
+        change, or None), the last measurement (`diagnostics`), the history, the names of
+        the hidden layers (`diagnostics_layers`) and the check before training (`preflight`).
 
         `diverged`: why the run was stopped as diverged (a non-finite loss caught before it
         reached the history); the verdict is then `diverged` whatever the numbers say.
-        A VAE's verdict is `posterior_collapse` (`aelab.latent.posterior_collapse`: no active
-        unit and a KL below 0.1 nats per image at the last measurement) unless it diverged;
-        it comes before collapsed, frozen, blob and healthy, which a collapsed posterior
-        (a decoder that ignores z and draws the mean image) would otherwise be called.
+        A VAE's verdict is `posterior_collapse` when its KL per image fell below
+        thresholds.posterior_kl (aelab.diagnostics.verdict).
         """
         name, reason = verdicts.verdict(self.history, self.thresholds)
-        au, kl = self.history.get("latent/active_units"), self.history.get("latent/kl_total")
-        if name != "diverged" and au and kl:
-            collapsed, why = latent.posterior_collapse(int(au[-1]), kl[-1])
-            if collapsed:
-                name, reason = "posterior_collapse", why
         if diverged:
             name, reason = "diverged", diverged
         final = {k: v[-1] for k, v in self.history.items() if v and k != "loss"}
+        early = None if name in ("diverged", "unknown") else verdicts.provisional(
+            self.history, self.thresholds)
         return {
             "verdict": name,
             "verdict_reason": reason,
+            "verdict_provisional": early,
             "diagnostics": final,
             "diagnostics_history": self.history,
+            "diagnostics_layers": self.layers,
+            "preflight": self.preflight,
         }

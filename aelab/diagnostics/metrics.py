@@ -114,6 +114,13 @@ def shrunk_fraction(w: torch.Tensor, w0: torch.Tensor, fraction: float = 0.1) ->
     return (w.norm(dim=1) < fraction * w0.norm(dim=1)).float().mean()
 
 
+def gain(w: torch.Tensor) -> torch.Tensor:
+    """rms(W) x sqrt(fan-in) of (units, fan-in) rows: the factor by which the layer scales a
+    unit-variance input. PyTorch's default init gives 1/sqrt(3) = 0.58, Glorot about 1,
+    He sqrt(2); N(0, 1) weights on 784 inputs give 28."""
+    return w.square().mean().sqrt() * math.sqrt(w.shape[1])
+
+
 def effective_rank(m: torch.Tensor) -> torch.Tensor:
     """exp of the entropy of the normalised singular values (Roy & Vetterli 2007).
 

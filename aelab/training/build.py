@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from aelab.config.validate import Validated, instantiate, validate
 from aelab.data import ImageData
 from aelab.data.normalization import Normalization
+from aelab.doctor.preflight import check_before_training
 from aelab.losses import ReconstructionLoss
 from aelab.models import EncoderDecoder
 from aelab.training.module import Autoencoder, run_length
@@ -44,6 +45,7 @@ def build(config: Validated | DictConfig) -> Parts:
     ).load()
     net = build_net(cfg, data.image_shape, checked.output_activation)
     instantiate(cfg.init)(net)
+    preflight = check_before_training(loss, data, checked.output_activation)
     trainer = cfg.get("trainer") or {}
     scheduler = checked.scheduler
     if scheduler:  # refuse a schedule longer than the run now, not when fit starts
@@ -58,4 +60,5 @@ def build(config: Validated | DictConfig) -> Parts:
         accumulate_grad_batches=trainer.get("accumulate_grad_batches") or 1,
         vae=checked.vae,
     )
+    module.preflight = preflight  # the Diagnostics callback puts it into metrics.json
     return Parts(norm, loss, data, net, module)

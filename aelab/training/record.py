@@ -210,7 +210,11 @@ def run_result(
 
 def write_result(out_dir: Path, cfg: DictConfig, result: dict[str, Any], logger: Any = None,
                  job: tuple[list[str], set[str]] | None = None) -> dict[str, Any]:
-    """metrics.json (atomically) and the HParams session of a finished or stopped run."""
+    """metrics.json (atomically) and the HParams session of a finished or stopped run; a
+    finished run gets its `diagnosis` (aelab.doctor), printed too."""
+    from aelab.doctor.diagnose import attach_diagnosis
+
+    attach_diagnosis(result, cfg)
     write_json(out_dir / METRICS, result)
     log_session(logger, cfg, result["choices"], result, job)
     return result
