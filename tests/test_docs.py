@@ -56,6 +56,8 @@ ANALYSIS = {  # the command's module -> the module whose main(argv) parses its a
     "aelab.summarize": "aelab.analysis.summarize",
     "aelab.figures": "aelab.analysis.figures",
     "benchmarks.bench": "benchmarks.bench",
+    "aelab.doctor": "aelab.doctor.__main__",
+    "benchmarks.doctor": "benchmarks.doctor",
 }
 NOT_OURS = {"pytest", "pip", "venv", "tensorboard"}
 
