@@ -58,6 +58,8 @@ ANALYSIS = {  # the command's module -> the module whose main(argv) parses its a
     "benchmarks.bench": "benchmarks.bench",
     "aelab.doctor": "aelab.doctor.__main__",
     "benchmarks.doctor": "benchmarks.doctor",
+    "benchmarks.scope": "benchmarks.scope",
+    "benchmarks.why_fashion": "benchmarks.why_fashion",
 }
 NOT_OURS = {"pytest", "pip", "venv", "tensorboard"}
 

@@ -72,7 +72,7 @@ def test_finite_guard_names_the_first_non_finite_step_of_a_batch():
     with pytest.raises(Diverged) as err:
         guard.on_train_batch_end(trainer, None, {"objectives": losses}, None, 0)
     assert (err.value.epoch, err.value.step, err.value.global_step) == (3, 3, 43)
-    assert "the training loss became nan at epoch 3, step 3 of the epoch (global step 43)" in str(
+    assert "the training loss became nan in epoch 4, step 3 of the epoch (global step 43)" in str(
         err.value
     )
     assert "lower optimizer.lr" in str(err.value)

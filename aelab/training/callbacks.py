@@ -214,7 +214,8 @@ class FiniteGuard(L.Callback):
         global_step = trainer.global_step if global_step is None else global_step
         step = global_step - self._epoch_start
         causes = "".join(f"\n  - {c}" for c in self.advice)
-        total = f"/{trainer.max_epochs}" if (trainer.max_epochs or 0) > 0 else ""
+        max_epochs = getattr(trainer, "max_epochs", None)
+        total = f"/{max_epochs}" if (max_epochs or 0) > 0 else ""
         message = (  # epochs counted from 1, as the progress line counts them
             f"training diverged: {what} in epoch {epoch + 1}{total}, step {step} of the epoch "
             f"(global step {global_step}); the run stopped there."
