@@ -409,3 +409,30 @@ def test_unclamped_probability_bce_is_the_raw_formula_with_inf_and_nan_at_exact_
 )
 def test_the_2017_mistakes_h9_h11_declare_unit_targets_and_a_sigmoid_output(cls):
     assert cls.target_range == UNIT and cls.output_activation == "sigmoid"
+
+
+@pytest.mark.parametrize("reduction", ["mean", "image_sum", "batch_sum"])
+def test_reduce_on_a_model_axis_is_each_models_reduction(reduction):
+    from aelab.losses import reduce
+
+    per_pixel = torch.rand(3, 4, 5, generator=torch.Generator().manual_seed(0))
+    each = torch.stack([reduce(p, reduction) for p in per_pixel])
+    torch.testing.assert_close(reduce(per_pixel, reduction, model_axis=True), each)
+    if reduction == "image_sum":  # by hand: model 1's images summed, over 4 images
+        assert float(reduce(per_pixel, reduction, True)[1]) == pytest.approx(
+            float(per_pixel[1].sum()) / 4)
+
+
+def test_rows_alone_tells_a_per_image_loss_from_one_with_batch_statistics():
+    """A stacked MLP group calls a shared loss once on all slots' rows only when the loss
+    scores each image alone (aelab.stacked.net.rows_alone)."""
+    from aelab.losses import MSE
+    from aelab.losses.reconstruction import ReconstructionLoss
+    from aelab.stacked.net import rows_alone
+
+    class BatchCentred(ReconstructionLoss):  # subtracts the batch mean: rows depend on each other
+        def per_pixel(self, logits, recon, target):
+            return (recon - target - (recon - target).mean(0)).square()
+
+    assert rows_alone(MSE(), 784)
+    assert not rows_alone(BatchCentred(), 784)

@@ -146,6 +146,28 @@ def test_a_diverging_slot_is_masked_and_the_others_complete(tmp_path):
         assert curves_agree(done, alone)  # the masked slot did not disturb the others
 
 
+def test_a_groups_gradient_samples_equal_their_single_runs(tmp_path):
+    """grads/* (norms, update ratios, the data term's and the penalty's pull on W1), taken for
+    every slot at once from the stacked gradients, equal each single run's own hook's; with
+    two penalties in the group, so the split differs by slot."""
+    sweep = tmp_path / "sweep"
+    common = [*TINY, *EPOCHS, "logger=none", "callbacks.diagnostics.sample_every=2"]
+    assert main([*common, "l2_penalty=0,0.001", f"hydra.sweep.dir={sweep}"]) == 0
+    for value in ("0", "0.001"):
+        stacked = metrics(folder_of(sweep, l2_penalty=value))["diagnostics_history"]
+        alone = run(compose_config([*common, f"l2_penalty={value}"], tmp_path / value))
+        alone = alone["diagnostics_history"]
+        keys = [k for k in alone if k.startswith("grads/")]
+        assert {"grads/norm/W1", "grads/update_ratio/W4", "grads/data/W1",
+                "grads/penalty/W1"} <= set(keys)
+        for key in keys:
+            assert len(stacked[key]) == len(alone[key]) == 3, key  # one per epoch
+            for x, y in zip(stacked[key], alone[key]):
+                assert math.isclose(x, y, rel_tol=TOLERANCE, abs_tol=1e-9), (key, x, y)
+        penalty = alone["grads/penalty/W1"][-1]
+        assert (penalty == 0.0) == (value == "0")  # the comparison can fail: 0 vs > 0
+
+
 def test_lr_may_differ_in_a_group_and_a_huge_lr_diverges_alone(tmp_path):
     """SGD with lr 10 on ReLU units and standardised data overflows (tests/test_divergence.py);
     lr 0.01 and 0.1 train, in the same stacked group, as they do alone."""

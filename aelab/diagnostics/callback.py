@@ -143,23 +143,34 @@ class Diagnostics(L.Callback):
     # ------------------------------------------------------------ per step: no host sync
 
     def _reset_accumulators(self) -> None:
-        self._grad_sum: list[torch.Tensor] | None = None  # one 0-dim tensor per layer
-        self._update_sum: list[torch.Tensor] | None = None
+        self._grad_sum: torch.Tensor | None = None  # (layers,) sums of ||dL/dW<i>||
+        self._update_sum: torch.Tensor | None = None  # (layers,) sums of update ratios
         self._split_sum: torch.Tensor | None = None  # (data, penalty) gradient norms at W1
         self._prev: list[torch.Tensor] | None = None
         self._grad_steps = self._update_steps = 0
         self._window = -1  # trainer.global_step // sample_every at the last sample
         self._stepped = False
 
-    def samples_before_step(self, global_step: int) -> bool:
-        """Whether `on_before_optimizer_step` at `global_step` reads anything: the first step
-        of a sampling window (its gradients) or the step after a sampled one (its update)."""
-        return global_step // self.sample_every != self._window or self._stepped
+    def samples(self, global_step: int) -> bool:
+        """Whether the optimiser step at `global_step` is sampled: the first step of its window
+        of `sample_every` (the first call per window says so, and marks the window taken)."""
+        window = global_step // self.sample_every
+        if window == self._window:
+            return False
+        self._window = window
+        return True
 
-    @property
-    def measures_update(self) -> bool:
-        """A sampled step whose realised update the next hook measures."""
-        return self._stepped
+    def add_gradient_sample(self, norms: torch.Tensor, split: torch.Tensor | None) -> None:
+        """One sampled step's ||dL/dW<i>|| (layers,) and (data, penalty) norms at W1 (2,)."""
+        self._grad_sum = norms if self._grad_sum is None else self._grad_sum + norms
+        if split is not None:
+            self._split_sum = split if self._split_sum is None else self._split_sum + split
+        self._grad_steps += 1
+
+    def add_update_sample(self, ratios: torch.Tensor) -> None:
+        """One sampled step's realised update ratios (layers,)."""
+        self._update_sum = ratios if self._update_sum is None else self._update_sum + ratios
+        self._update_steps += 1
 
     def net_of(self, pl_module: L.LightningModule) -> nn.Module:
         """The autoencoder measured: aelab's module's `net` (aelab.doctor.Doctor: any)."""
@@ -179,22 +190,14 @@ class Diagnostics(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         self._measure_update(pl_module)  # a sampled previous step: its update is done now
-        window = trainer.global_step // self.sample_every
-        if window == self._window:  # one sample per `sample_every` steps, the first hook in it
+        if not self.samples(trainer.global_step):  # one per `sample_every` steps, the first
             return
-        self._window = window
         layers = self.net_of(pl_module).weight_layers()
         grads = [layer.weight.grad for layer in layers]
         if any(g is None for g in grads):
             return
-        split = gradients.split_norms(pl_module, optimizer, layers[0])
-        self._split_sum = split if self._split_sum is None else self._split_sum + split
-        norms = dg.frobenius_norms(grads)
-        if self._grad_sum is None:
-            self._grad_sum = norms
-        else:
-            torch._foreach_add_(self._grad_sum, norms)
-        self._grad_steps += 1
+        self.add_gradient_sample(torch.stack(dg.frobenius_norms(grads)),
+                                 gradients.split_norms(pl_module, optimizer, layers[0]))
         weights = self._weights(pl_module)  # this step's update is measured: keep W_{t-1}
         if self._prev is None:
             self._prev = [w.clone() for w in weights]
@@ -213,12 +216,7 @@ class Diagnostics(L.Callback):
         if not self._stepped:
             return
         self._stepped = False
-        ratios = dg.update_ratios(self._weights(pl_module), self._prev)
-        if self._update_sum is None:
-            self._update_sum = ratios
-        else:
-            torch._foreach_add_(self._update_sum, ratios)
-        self._update_steps += 1
+        self.add_update_sample(torch.stack(dg.update_ratios(self._weights(pl_module), self._prev)))
 
     # ------------------------------------------------------------ per epoch
 

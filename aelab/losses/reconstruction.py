@@ -23,8 +23,14 @@ REDUCTIONS = ("mean", "image_sum", "batch_sum")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "continuous_bernoulli")
 
 
-def reduce(per_pixel: torch.Tensor, reduction: str) -> torch.Tensor:
-    """mean: over all pixels; image_sum: sum per image, mean over the batch; batch_sum: sum."""
+def reduce(per_pixel: torch.Tensor, reduction: str, model_axis: bool = False) -> torch.Tensor:
+    """mean: over all pixels; image_sum: sum per image, mean over the batch; batch_sum: sum.
+    With `model_axis`, `per_pixel` is (K, batch, pixels): each model's reduction, (K,)."""
+    if model_axis:
+        dims, batch = tuple(range(1, per_pixel.dim())), per_pixel.shape[1]
+        if reduction == "mean":
+            return per_pixel.mean(dims)
+        return per_pixel.sum(dims) / (batch if reduction == "image_sum" else 1)
     if reduction == "mean":
         return per_pixel.mean()
     if reduction == "image_sum":

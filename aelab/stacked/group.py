@@ -67,7 +67,8 @@ def make_stacks(slots: list[Slot]) -> list[Stack]:
     parameters of its own, gaussian_nll, stacks there too)."""
     runs = [slot.module for slot in slots]
     if all(is_mlp(run.net) and not any(True for _ in run.loss_fn.parameters()) for run in runs):
-        return [StackedMLP(range(len(slots)), runs)]
+        losses = {OmegaConf.to_yaml(slot.cfg.loss) for slot in slots}
+        return [StackedMLP(range(len(slots)), runs, one_loss=len(losses) == 1)]
     by_objective: dict[str, list[int]] = {}
     for k, slot in enumerate(slots):
         key = OmegaConf.to_yaml(slot.cfg.loss) + repr(float(slot.cfg.get("l2_penalty") or 0))
@@ -90,6 +91,7 @@ class StackedGroup(SlotCallbacks):
         self.hydra_cfgs = hydra_cfgs or {}
         self.started = time.perf_counter()
         self.slots: list[Slot] = []
+        self._sampled = []  # SlotCallbacks.sample_gradients: this step's, until its update
         self.trainer: L.Trainer | None = None
         self.fitting = False  # set once the run folders are written to
 

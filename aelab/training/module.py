@@ -56,7 +56,7 @@ class RunningMeans:
     def add(self, values: dict[str, torch.Tensor], n: int) -> None:
         for key, value in values.items():
             if key in self.sums:
-                self.sums[key] += value * n
+                self.sums[key].add_(value, alpha=n)
             else:
                 self.sums[key] = value * n
         self.count += n
@@ -118,6 +118,8 @@ class Autoencoder(Inference, L.LightningModule):
         self.scheduler_interval = None if name == "none" else self.scheduler_config.get(
             "interval", "epoch")
         self.scheduler_on_validation = name == "plateau"
+        self.objective_is_mean = (type(loss).reduce is ReconstructionLoss.reduce
+                                  and loss.reduction == "mean")
         # BCE is exact from the logits when the shown prediction is sigmoid(logits) in pixel units
         self.bce_from_logits = (
             isinstance(net.output_activation, nn.Sigmoid)
@@ -179,9 +181,11 @@ class Autoencoder(Inference, L.LightningModule):
         detached per-pixel mean. objective_terms' own, and a stacked MLP group's per run."""
         per_pixel = self.loss_fn.per_pixel(logits, recon, batch)
         objective = self.loss_fn.reduce(per_pixel)
+        # the per-pixel mean is the objective itself under the default mean reduction
+        mean = objective.detach() if self.objective_is_mean else per_pixel.detach().mean()
         if self.l2_penalty:
             objective = objective + self.l2_penalty * (self.l2() if l2 is None else l2)
-        return objective, {"train/loss": per_pixel.detach().mean()}
+        return objective, {"train/loss": mean}
 
     def vae_terms(
         self, batch: torch.Tensor, generator: torch.Generator | None = None,
