@@ -122,6 +122,21 @@ def test_effective_rank():
     assert math.isnan(float(dg.effective_rank(torch.tensor([[1.0, float("nan")]]))))
 
 
+@pytest.mark.parametrize("shape", [(100, 784), (1000, 50), (7, 7)])
+def test_singular_values_from_the_gram_are_torchs(shape):
+    """effective_rank's singular values (eigenvalues of the smaller Gram matrix) against
+    torch.linalg.svdvals, on a random matrix and on one of rank 3 (its zeros stay zeros)."""
+    g = torch.Generator().manual_seed(0)
+    full = torch.randn(*shape, generator=g)
+    low = torch.randn(shape[0], 3, generator=g) @ torch.randn(3, shape[1], generator=g)
+    for m in (full, low):
+        reference = torch.linalg.svdvals(m.double())
+        ours = dg.singular_values(m)
+        assert ours.shape == reference.shape
+        torch.testing.assert_close(ours, reference, rtol=0, atol=1e-7 * float(reference[0]))
+    assert int((dg.singular_values(low) > 0).sum()) == 3
+
+
 # ---------------------------------------------------------------- units
 
 
