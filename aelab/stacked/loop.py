@@ -112,6 +112,7 @@ class StackedModule(L.LightningModule):
         self.clip = (first.gradient_clip_val, first.gradient_clip_algorithm)
         self.stacks = nn.ModuleList(stacks)
         self.runs = nn.ModuleList(runs)  # each slot's single-run Autoencoder
+        self.vaes = [run for run in runs if getattr(run, "vae", None) is not None]
         self.where = {k: (stack, j) for stack in stacks for j, k in enumerate(stack.members)}
         order = [k for stack in stacks for k in stack.members]
         self.unpermute = None if order == sorted(order) else torch.tensor(
@@ -170,7 +171,7 @@ class StackedModule(L.LightningModule):
             first = self.seen % accumulate == 0  # as Autoencoder.training_step counts them
             self.seen += 1
             steps_now = self.seen % accumulate == 0 or (last_call and i == len(chunk) - 1)
-            for run in self.runs:  # a VAE's KL warm-up: at the single run's fractional epoch
+            for run in self.vaes:  # a VAE's KL warm-up: at the single run's fractional epoch
                 run._kl_epoch = self.current_epoch + (self.seen - 1) / run._steps_per_epoch
             total, objectives, metrics = None, [], []
             for stack in self.stacks:
