@@ -470,3 +470,27 @@ def test_hydra_launcher_refuses_stack_zero_with_exit_2(tmp_path):
                    "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert proc.returncode == 2 and "aelab: error: stack=0 must be an integer >= 1" in proc.stderr
     assert not [p for p in (tmp_path / "sweep").glob("*") if p.is_dir()]
+
+
+def test_a_stacked_mlp_follows_its_parameters_through_a_conversion(tmp_path):
+    """StackedMLP keeps plain lists of its layers' tensors; a conversion that makes new
+    Parameter objects (torch's overwrite_module_params_on_conversion) refreshes them, so the
+    forward pass uses the converted weights (a stale list would compute in float32)."""
+    from aelab.stacked.net import StackedMLP
+    from aelab.training.build import build
+
+    runs = [build(compose_config([*TINY, f"seed={s}"], tmp_path / str(s))).module
+            for s in (0, 1)]
+    stack = StackedMLP([0, 1], runs)
+    x = torch.rand(2, 3, runs[0].net.weight_layers()[0].in_features)
+    before = stack(x)
+    old = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        stack.double()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(old)
+    assert all(w is p for w, p in zip(stack.weights, list(stack.params)[0::2]))
+    after = stack(x.double())
+    assert after.dtype == torch.float64
+    torch.testing.assert_close(after.float(), before, rtol=1e-5, atol=1e-6)
