@@ -88,3 +88,44 @@ def test_cpu_training_uses_the_plain_cuda_check_and_restores_lightnings(make_con
     assert run(make_config(*TINY, "logger=none", *probe))["status"] == "completed"
     assert NvmlCheckProbe.seen and set(NvmlCheckProbe.seen) == {"0"}
     assert os.environ.get(NVML_CHECK) == "1"
+
+
+class BackwardProbe(L.Callback):
+    """Records whether the module took the plain backward path (it listens to no backward
+    hook itself)."""
+
+    plain: list[bool] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        BackwardProbe.plain.append(pl_module._plain_backward)
+
+
+class BackwardCounter(L.Callback):
+    """Listens to both backward hooks: every backward pass must reach it."""
+
+    calls: list[str] = []
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        BackwardCounter.calls.append("before")
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        BackwardCounter.calls.append("after")
+
+
+@pytest.mark.parametrize("extra, plain", [
+    ([], True),
+    (["+callbacks.counter._target_=test_fast_path.BackwardCounter"], False),
+    (["+trainer.precision=bf16-mixed"], False),
+])
+def test_backward_skips_lightnings_hooks_only_where_nothing_listens(make_config, extra, plain):
+    """loss.backward() stands in for manual_backward only when no callback listens to a
+    backward hook and the precision is full (aelab.training.backward); a listener hears
+    every one of the 2 epochs x 4 steps."""
+    BackwardProbe.plain.clear()
+    BackwardCounter.calls.clear()
+    cfg = make_config(*TINY, "logger=none", "trainer.max_epochs=2",
+                      "+callbacks.probe._target_=test_fast_path.BackwardProbe", *extra)
+    assert run(cfg)["status"] == "completed"
+    assert BackwardProbe.plain == [plain, plain]
+    if extra and "counter" in extra[0]:
+        assert BackwardCounter.calls == ["before", "after"] * 8

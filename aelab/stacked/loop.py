@@ -26,6 +26,7 @@ from torch import nn
 
 from aelab.data import TensorBatches
 from aelab.stacked.net import Stack
+from aelab.training.backward import backward_is_heard
 
 log = logging.getLogger("aelab")
 
@@ -118,6 +119,7 @@ class StackedModule(L.LightningModule):
         self.unpermute = None if order == sorted(order) else torch.tensor(
             sorted(range(len(order)), key=order.__getitem__))
         self.active = [True] * len(runs)
+        self.plain_backward = False
         self.sums: dict[str, torch.Tensor] = {}
         self.count = self.seen = 0
         self.tic = 0.0
@@ -133,6 +135,7 @@ class StackedModule(L.LightningModule):
         self.lr_scale = LrScale(self.stacks, self.group.lrs, self.reference)
 
     def on_train_start(self) -> None:
+        self.plain_backward = not backward_is_heard(self)  # aelab.training.backward
         self.group.start_training()  # every module and data set is on the device by now
 
     def on_train_epoch_start(self) -> None:
@@ -188,7 +191,11 @@ class StackedModule(L.LightningModule):
             if first:
                 optimizer.zero_grad()
             if total is not None:
-                self.manual_backward(total / accumulate if accumulate > 1 else total)
+                loss = total / accumulate if accumulate > 1 else total
+                if self.plain_backward:
+                    loss.backward()
+                else:
+                    self.manual_backward(loss)
             if steps_now:
                 group.sample_gradients(step, before=True)
                 self.lr_scale.keep()

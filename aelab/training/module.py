@@ -25,6 +25,7 @@ from aelab.losses.elbo import (
     reparameterise,
 )
 from aelab.models import EncoderDecoder
+from aelab.training.backward import backward_is_heard
 from aelab.training.inference import Inference
 from aelab.training.load import STATE_KEY
 from aelab.training.runstate import run_datamodule
@@ -105,6 +106,7 @@ class Autoencoder(Inference, L.LightningModule):
         self.vae = vae
         self._kl_epoch = 0.0  # the (fractional) epoch the KL weight is taken at
         self._steps_per_epoch = 1
+        self._plain_backward = False  # on_train_start decides (aelab.training.backward)
         self.automatic_optimization = False  # training_step steps the optimiser (see there)
         self.net, self.loss_fn = net, loss
         self.optimizer_factory, self.normalization = optimizer, normalization
@@ -230,6 +232,7 @@ class Autoencoder(Inference, L.LightningModule):
         return torch.cat(bounds)
 
     def on_train_start(self) -> None:
+        self._plain_backward = not backward_is_heard(self)
         data = run_datamodule(self.trainer, self)
         self._steps_per_epoch = max(1, math.ceil(len(data.splits["train"]) / data.batch_size))
 
@@ -246,7 +249,9 @@ class Autoencoder(Inference, L.LightningModule):
         (`manual_backward`, the LightningOptimizer's `step`), so the backward/optimizer hooks,
         the precision plugin (AMP's grad scaler), gradient clipping (on_before_optimizer_step)
         and the step count (`trainer.global_step`) see every step; only the batch hooks
-        around this call run once per call. Returns the batches' objectives, detached, and the
+        around this call run once per call. The backward pass is a plain `loss.backward()`
+        where no backward hook, precision plugin or strategy needs Lightning's
+        (aelab.training.backward). Returns the batches' objectives, detached, and the
         global step each batch went into, for the divergence check (one host sync per call,
         in FiniteGuard).
         """
@@ -270,7 +275,7 @@ class Autoencoder(Inference, L.LightningModule):
             at_step.append(trainer.global_step)
             if first:
                 optimizer.zero_grad()
-            self.manual_backward(objective / accumulate if accumulate > 1 else objective)
+            self._backward(objective / accumulate if accumulate > 1 else objective)
             if steps:
                 optimizer.step()
                 if scheduler is not None:
@@ -286,6 +291,13 @@ class Autoencoder(Inference, L.LightningModule):
                 self.lr_schedulers().step()
         return {"objectives": torch.stack(objectives) if objectives else torch.zeros(0),
                 "steps": at_step}
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """manual_backward, or loss.backward() where no hook listens (aelab.training.backward)."""
+        if self._plain_backward:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip here, where Lightning clips under automatic optimisation: after AMP unscales."""
