@@ -146,13 +146,17 @@ def test_a_diverging_slot_is_masked_and_the_others_complete(tmp_path):
         assert curves_agree(done, alone)  # the masked slot did not disturb the others
 
 
-def test_a_groups_gradient_samples_equal_their_single_runs(tmp_path):
+@pytest.mark.parametrize("net", [[], ["model=conv", "model.channels=[4,8]"]],
+                         ids=["mlp", "conv"])
+def test_a_groups_gradient_samples_equal_their_single_runs(tmp_path, net):
     """grads/* (norms, update ratios, the data term's and the penalty's pull on W1), taken for
-    every slot at once from the stacked gradients, equal each single run's own hook's; with
-    two penalties in the group, so the split differs by slot."""
+    every slot at once from the stacked gradients (StackedMLP, or torch.func's stack for a
+    conv net), equal each single run's own hook's; with two penalties in the group, so the
+    split differs by slot."""
     sweep = tmp_path / "sweep"
-    common = [*TINY, *EPOCHS, "logger=none", "callbacks.diagnostics.sample_every=2"]
-    assert main([*common, "l2_penalty=0,0.001", f"hydra.sweep.dir={sweep}"]) == 0
+    common = [*TINY, *EPOCHS, "logger=none", "callbacks.diagnostics.sample_every=2", *net]
+    launcher = ["stack_conv=true"] if net else []
+    assert main([*common, "l2_penalty=0,0.001", *launcher, f"hydra.sweep.dir={sweep}"]) == 0
     for value in ("0", "0.001"):
         stacked = metrics(folder_of(sweep, l2_penalty=value))["diagnostics_history"]
         alone = run(compose_config([*common, f"l2_penalty={value}"], tmp_path / value))

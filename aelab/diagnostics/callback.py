@@ -22,8 +22,9 @@ the fixed probe set (the first `probe_size` validation images) it logs:
   ||W_t - W_{t-1}||_F / ||W_{t-1}||_F, each the mean over one optimiser step in every
   `sample_every` since the last measurement, accumulated as tensors on the device (no host
   sync per step). The step sampled is the first in each window of `sample_every` steps
-  (Lightning's optimizer hooks see every step, whatever `steps_per_call`). The mean of every
-  10th step estimates the epoch mean at ~0.1 % of the cost of a CPU step.
+  (Lightning's optimizer hooks see every step, whatever `steps_per_call`). Sampling every
+  10th step costs about 3 % of an MNIST epoch of the seed MLP on a 2-core CPU (0.4 ms a
+  sample; measured 2026-12-06); a stacked group samples all its runs at once.
 
 The TensorBoard step is the number of training epochs completed (0 is the initialisation).
 Other loggers (CSV, Weights & Biases) get the scalars at the global step of the epoch's
