@@ -6,7 +6,9 @@ slot's weights, gradients and optimiser state in its single run's layout. Two ki
 
 - `StackedMLP` (here): MLPs of one shape, a hand-written `torch.baddbmm` per layer; each
   slot's objective is its single module's (`Autoencoder.reconstruction_objective`) on its
-  slice of the batched output.
+  slice of the batched output, or, when every slot has the same loss and that loss scores
+  each image alone (`rows_alone`), the same objective from one call of the loss on all
+  slots' rows, reduced per slot (the same gradients; the values to float rounding).
 - `aelab.stacked.func.FuncStack`: any net (conv, conv_mlp, VAEs, user modules) through
   torch.func (`stack_module_state`, `functional_call`, `vmap`), running the single module's
   whole `objective_terms` on every slot's parameters at once.
