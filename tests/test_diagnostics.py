@@ -434,3 +434,23 @@ def test_filter_grid_is_a_square_of_enlarged_tiles():
     assert torch.equal(colour[:, 19:, 37:], torch.ones(3, 17, 17))  # the sixth place is blank
     four = filter_grid(torch.rand(2, 4, 3, 3))  # 4 channels: a grey tile per unit and channel
     assert four.shape == (1, 3 * 14, 3 * 14)
+
+
+def test_split_norms_separate_the_data_term_from_the_penalty_by_hand():
+    """W1 = ones(2, 2) (norm 2), l2_penalty 0.5 (2 l2 W1 = W1 in the gradient), weight decay
+    0.1: a gradient of 4s holds a data term of 3s (norm 6); the penalty pulls with
+    (2 * 0.5 + 0.1) * 2 = 2.2. Two models at once give each its own."""
+    from types import SimpleNamespace
+
+    from aelab.diagnostics.gradients import row_split_norms, split_norms
+
+    layer = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    layer.weight.grad = torch.full((2, 2), 4.0)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1, weight_decay=0.1)
+    module = SimpleNamespace(l2_penalty=0.5)
+    torch.testing.assert_close(split_norms(module, optimizer, layer), torch.tensor([6.0, 2.2]))
+    rows = row_split_norms(torch.full((2, 4), 4.0), torch.ones(2, 4),
+                           torch.tensor([0.5, 0.0]), torch.tensor([0.1, 0.0]))
+    torch.testing.assert_close(rows, torch.tensor([[6.0, 2.2], [8.0, 0.0]]))

@@ -42,9 +42,18 @@ def split_norms(pl_module: Any, optimizer: Any, layer: nn.Module) -> torch.Tenso
     l2 = float(getattr(pl_module, "l2_penalty", 0.0) or 0.0)
     wd = weight_decay(pl_module, optimizer, weight)
     w = weight.detach()
-    data = weight.grad.detach() - 2 * l2 * w if l2 else weight.grad.detach()
-    penalty = (2 * l2 + wd) * w
-    return torch.stack([torch.linalg.vector_norm(data), torch.linalg.vector_norm(penalty)])
+    return row_split_norms(weight.grad.detach().view(1, -1), w.view(1, -1),
+                           w.new_tensor([l2]), w.new_tensor([wd]))[0]
+
+
+def row_split_norms(grad: torch.Tensor, weight: torch.Tensor, l2: torch.Tensor,
+                    wd: torch.Tensor) -> torch.Tensor:
+    """(data, penalty) gradient norms, (m, 2), of m models' flat W1 gradients and weights
+    (m, n) with penalties l2 and decays wd (m,): data = grad - 2 l2 W1, penalty =
+    (2 l2 + wd) W1 (a stacked group measures all its runs in one call)."""
+    data = torch.linalg.vector_norm(grad - (2 * l2)[:, None] * weight, dim=1)
+    penalty = (2 * l2 + wd).abs() * torch.linalg.vector_norm(weight, dim=1)
+    return torch.stack([data, penalty], 1)
 
 
 def layer_names(net: nn.Module) -> dict[str, str]:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aelab.diagnostics.gradients import weight_decay
+from aelab.diagnostics.gradients import row_split_norms, weight_decay
 from aelab.losses.reconstruction import ReconstructionLoss, reduce
 from aelab.models import EncoderDecoder
 
@@ -117,9 +117,8 @@ class Stack(nn.Module):
         w1, g1 = weights[0].detach().flatten(1), grads[0].flatten(1)
         l2 = w1.new_tensor([float(run.l2_penalty or 0.0) for run in self.runs])
         wd = w1.new_tensor([weight_decay(run, None, None) for run in self.runs])
-        data = torch.linalg.vector_norm(g1 - (2 * l2)[:, None] * w1, dim=1)
-        penalty = (2 * l2 + wd).abs() * torch.linalg.vector_norm(w1, dim=1)
-        return norms, torch.stack([data, penalty], 1), [w.detach().clone() for w in weights]
+        split = row_split_norms(g1, w1, l2, wd)
+        return norms, split, [w.detach().clone() for w in weights]
 
     @torch.no_grad()
     def update_ratios(self, before: list[torch.Tensor]) -> torch.Tensor:
